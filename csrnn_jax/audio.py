@@ -1,0 +1,154 @@
+"""Quantisation of audio to Q integer levels, and back.
+
+Three methods (DESIGN §2):
+
+- ``linear`` (default): fixed range [-1, 1]; ``q = round((x + 1) * Q / 2)``
+  clipped to [0, Q). ``q_zero = Q // 2`` is exactly 0.0, so the padding value
+  before a sequence is silence.
+- ``mu-law``: the mu-law companding curve (mu = Q - 1) applied before the
+  linear step, and inverted after it.
+- ``linear-minmax``: the PyTorch reference's per-file min/max scaling with
+  epsilon 1e-2. Kept only for parity with old checkpoints: it shifts DC per
+  file, and its dequantisation cannot recover the original scale.
+
+Out-of-range input is clipped, never wrapped. Integer samples are int32.
+
+File I/O: ``load_audio`` decodes any format soundfile reads (librosa as the
+fallback) to float32 mono at a given rate; ``write_wav`` writes 16-bit PCM.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import warnings
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+QUANTIZATIONS = ("linear", "mu-law", "linear-minmax")
+MINMAX_EPSILON = 1e-2
+
+
+def q_zero(q_levels: int) -> int:
+  """The integer level of silence, used to pad before a sequence starts."""
+  return q_levels // 2
+
+
+def check_quantization(method: str) -> None:
+  if method not in QUANTIZATIONS:
+    raise ValueError(
+        f"quantization={method!r} is unknown; allowed values: "
+        f"{', '.join(QUANTIZATIONS)}")
+
+
+def _linear_quantize(x, q_levels: int):
+  x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+  q = np.round((x + 1.0) * (q_levels / 2))
+  return np.clip(q, 0, q_levels - 1).astype(np.int32)
+
+
+def _linear_dequantize(q, q_levels: int):
+  return np.asarray(q, np.float64) / (q_levels / 2) - 1.0
+
+
+def mu_law_encode(x, mu: float):
+  """Mu-law companding of x in [-1, 1]: sign(x) ln(1 + mu|x|) / ln(1 + mu)."""
+  x = np.clip(np.asarray(x, np.float64), -1.0, 1.0)
+  return np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+
+
+def mu_law_decode(y, mu: float):
+  """Inverse of ``mu_law_encode``."""
+  y = np.asarray(y, np.float64)
+  return np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+
+
+def quantize(x, q_levels: int = 256, method: str = "linear") -> np.ndarray:
+  """Float audio (any shape, nominally in [-1, 1]) -> int32 levels in [0, Q)."""
+  check_quantization(method)
+  if method == "linear":
+    return _linear_quantize(x, q_levels)
+  if method == "mu-law":
+    return _linear_quantize(mu_law_encode(x, q_levels - 1), q_levels)
+  # linear-minmax, as the reference: (x - min) / (max - min) * (Q - eps) + eps/2.
+  x = np.asarray(x, np.float64)
+  lo, span = x.min(), x.max() - x.min()
+  if span == 0.0:  # a constant signal has no range: call it silence.
+    return np.full(x.shape, q_zero(q_levels), np.int32)
+  q = (x - lo) / span * (q_levels - MINMAX_EPSILON) + MINMAX_EPSILON / 2
+  return np.clip(q.astype(np.int64), 0, q_levels - 1).astype(np.int32)
+
+
+def dequantize(q, q_levels: int = 256, method: str = "linear") -> np.ndarray:
+  """Int levels -> float32 audio in [-1, 1). linear-minmax has no scale left."""
+  check_quantization(method)
+  y = _linear_dequantize(q, q_levels)
+  if method == "mu-law":
+    y = mu_law_decode(y, q_levels - 1)
+  return y.astype(np.float32)
+
+
+def frame_input(x, q_levels: int):
+  """Frame-tier input scaling of the reference: u = 2 * (x / (Q/2) - 1).
+
+  Works on numpy and jax arrays alike (int levels in, float32 in [-2, 2) out).
+  """
+  return 2.0 * (x.astype("float32") / (q_levels / 2) - 1.0)
+
+
+class AudioError(ValueError):
+  """An audio file is missing, empty or cannot be decoded; names the file."""
+
+
+def _decode(path: str):
+  """(frames, channels) float32 and the file's sample rate.
+
+  soundfile first; librosa (and through it audioread/ffmpeg) for the formats
+  libsndfile cannot read. librosa is imported only then: its import is slow.
+  """
+  try:
+    return sf.read(path, dtype="float32", always_2d=True)
+  except (sf.LibsndfileError, RuntimeError) as sf_error:
+    import librosa  # pylint: disable=import-outside-toplevel
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "PySoundFile failed", deprecations.
+        x, rate = librosa.load(path, sr=None, mono=False)
+    except Exception as librosa_error:  # pylint: disable=broad-except
+      raise AudioError(
+          f"{path}: cannot be decoded (soundfile: {sf_error}; librosa: "
+          f"{type(librosa_error).__name__} {librosa_error}); check the file "
+          "or convert it to wav or flac") from librosa_error
+    return np.atleast_2d(x).T, rate
+
+
+def load_audio(path, sample_rate: int) -> np.ndarray:
+  """Decodes any soundfile/librosa format -> float32 (T,) mono at sample_rate.
+
+  Channels are averaged; resampling uses soxr (high quality). Raises AudioError
+  for a missing, empty (0 bytes), undecodable or zero-length file.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise AudioError(f"{path}: no such file")
+  if os.path.getsize(path) == 0:
+    raise AudioError(f"{path}: the file is empty (0 bytes)")
+  x_TxCh, rate = _decode(path)
+  if x_TxCh.shape[0] == 0:
+    raise AudioError(f"{path}: the file holds no samples (zero length)")
+  x_T = x_TxCh.mean(axis=1, dtype=np.float32)
+  if not np.isfinite(x_T).all():
+    raise AudioError(f"{path}: the file holds NaN or infinite samples")
+  if rate != sample_rate:
+    x_T = soxr.resample(x_T, rate, sample_rate, quality="HQ")
+  return np.ascontiguousarray(x_T, np.float32)
+
+
+def write_wav(path, x, sample_rate: int) -> None:
+  """Writes float audio (T,) in [-1, 1] as 16-bit PCM wav, clipping, and
+  creating the parent folders."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  sf.write(path, np.clip(np.asarray(x, np.float32), -1.0, 1.0), sample_rate,
+           subtype="PCM_16", format="WAV")

@@ -1,0 +1,1 @@
+"""Hot loops behind small interfaces, each with a plain-JAX reference."""

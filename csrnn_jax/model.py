@@ -1,0 +1,391 @@
+"""Conditional SampleRNN as flax.nnx modules (DESIGN §2).
+
+K tiers, bottom first: tier 1 is the sample-level MLP, tiers 2..K are
+frame-level GRU tiers. ``ModelConfig.frame_sizes = (FS(1), ..., FS(K))``.
+Modules hold only parameters; ``build`` splits a model into a graphdef and a
+plain dict of arrays, and ``bind`` merges them back inside jitted code, so
+training, sampling and checkpoints all work on plain pytrees.
+
+Entry points on ``CSampleRNN`` (shapes in their docstrings):
+``forward`` (teacher-forced TBPTT window with an explicit carry),
+``initial_carry``, and the generation steps ``frame_step`` and
+``sample_logits``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from csrnn_jax import audio
+from csrnn_jax.kernels import gru as gru_kernels
+from csrnn_jax.kernels import taps
+
+SAMPLE_INPUTS = ("taps", "conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyperparameters of one model; validated on construction."""
+  frame_sizes: tuple[int, ...] = (16, 16, 64)
+  dim: int = 1024
+  n_rnn: int = 1
+  q_levels: int = 256
+  cond_dim: int = 0
+  weight_norm: bool = True
+  learn_h0: bool = True
+  quantization: str = "linear"
+  sample_input: str = "taps"  # "conv" is the plain reference path.
+
+  def __post_init__(self):
+    object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
+    fs = self.frame_sizes
+    if len(fs) < 2 or any(not isinstance(f, int) or f < 1 for f in fs):
+      raise ValueError(
+          f"model.frame_sizes={fs!r} must list K >= 2 positive integers, "
+          "bottom first: (FS(1), FS(2), ..., FS(K)), e.g. (16, 16, 64)")
+    for lower, upper in zip(fs[1:-1], fs[2:]):
+      if upper % lower:
+        raise ValueError(
+            f"model.frame_sizes={fs!r}: frame size {upper} is not a multiple "
+            f"of the tier below ({lower}); each FS(k+1) must divide by FS(k) "
+            "for k >= 2, e.g. (16, 16, 64)")
+    if fs[0] > fs[-1]:
+      raise ValueError(
+          f"model.frame_sizes={fs!r}: the MLP window FS(1)={fs[0]} must not "
+          f"exceed the top frame FS(K)={fs[-1]}")
+    for name, low in (("dim", 1), ("n_rnn", 1), ("q_levels", 2),
+                      ("cond_dim", 0)):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < low:
+        raise ValueError(
+            f"model.{name}={value!r} must be an integer >= {low}")
+    audio.check_quantization(self.quantization)
+    if self.sample_input not in SAMPLE_INPUTS:
+      raise ValueError(
+          f"model.sample_input={self.sample_input!r} is unknown; allowed "
+          f"values: {', '.join(SAMPLE_INPUTS)}")
+
+  @property
+  def num_tiers(self) -> int:
+    return len(self.frame_sizes)
+
+  @property
+  def lookback(self) -> int:
+    """Samples of context before a window: the top frame, FS(K)."""
+    return self.frame_sizes[-1]
+
+  @property
+  def upsample_ratios(self) -> tuple[int, ...]:
+    """r_k for frame tiers 2..K (bottom first): r_2 = FS(2), else FS(k)/FS(k-1)."""
+    fs = self.frame_sizes
+    return (fs[1],) + tuple(fs[k] // fs[k - 1] for k in range(2, len(fs)))
+
+
+def _uniform(rngs, shape, bound):
+  return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+
+
+def _kaiming_uniform(rngs, shape, fan_in):
+  """torch.nn.init.kaiming_uniform (a=0, fan_in): bound sqrt(6 / fan_in)."""
+  return _uniform(rngs, shape, math.sqrt(6.0 / fan_in))
+
+
+def _lecun_uniform(rngs, shape, fan_in):
+  return _uniform(rngs, shape, math.sqrt(3.0 / fan_in))
+
+
+class Weight(nnx.Module):
+  """A weight, optionally weight-normalised (torch.nn.utils.weight_norm).
+
+  With weight norm the parameters are ``v`` and ``g`` (one per index of
+  ``keep_axis``), and the weight is ``g * v / ||v||`` with the norm over every
+  other axis; ``g`` starts at ``||v||`` so the first weight is ``v``.
+  """
+
+  def __init__(self, value, weight_norm: bool, keep_axis: int):
+    self.keep_axis = keep_axis
+    if weight_norm:
+      self.v = nnx.Param(value)
+      self.g = nnx.Param(self._norm(value))
+    else:
+      self.w = nnx.Param(value)
+
+  def _norm(self, value):
+    axes = tuple(a for a in range(value.ndim) if a != self.keep_axis)
+    return jnp.sqrt(jnp.sum(jnp.square(value), axis=axes))
+
+  def __call__(self):
+    if not hasattr(self, "v"):
+      return self.w[...]
+    v = self.v[...]
+    shape = [1] * v.ndim
+    shape[self.keep_axis] = v.shape[self.keep_axis]
+    return v * (self.g[...] / self._norm(v)).reshape(shape)
+
+
+class GRULayer(nnx.Module):
+  """One torch.nn.GRU layer (gate order r, z, n), stored for ``x @ W``."""
+
+  def __init__(self, dim: int, rngs: nnx.Rngs):
+    self.w_ih = nnx.Param(_lecun_uniform(rngs, (dim, 3 * dim), dim))
+    w_hh_rz = _lecun_uniform(rngs, (dim, 2 * dim), dim)
+    w_hh_n = jax.nn.initializers.orthogonal()(rngs.params(), (dim, dim))
+    self.w_hh = nnx.Param(jnp.concatenate([w_hh_rz, w_hh_n], axis=1))
+    self.b_ih = nnx.Param(jnp.zeros((3 * dim,)))
+    self.b_hh = nnx.Param(jnp.zeros((3 * dim,)))
+
+  def weights(self):
+    return self.w_ih[...], self.w_hh[...], self.b_ih[...], self.b_hh[...]
+
+
+class FrameTier(nnx.Module):
+  """Frame tier k: input projection of [frame ++ cond], GRU stack, upsampling.
+
+  ``frame_size`` = FS(k) samples in, ``ratio`` = r_k conditioning vectors out
+  per frame (one per frame of the tier below, or per sample for tier 2).
+  """
+
+  def __init__(self, cfg: ModelConfig, frame_size: int, ratio: int,
+               rngs: nnx.Rngs):
+    self.frame_size, self.ratio = frame_size, ratio
+    dim, in_dim = cfg.dim, frame_size + cfg.cond_dim
+    self.input = Weight(_kaiming_uniform(rngs, (in_dim, dim), in_dim),
+                        cfg.weight_norm, keep_axis=1)
+    self.input_bias = nnx.Param(jnp.zeros((dim,)))
+    self.gru = nnx.List([GRULayer(dim, rngs) for _ in range(cfg.n_rnn)])
+    if cfg.learn_h0:
+      self.h0 = nnx.Param(jnp.zeros((cfg.n_rnn, dim)))
+    self.upsample = Weight(
+        _uniform(rngs, (dim, ratio, dim), math.sqrt(6.0 / dim)),
+        cfg.weight_norm, keep_axis=0)
+    self.upsample_bias = nnx.Param(jnp.zeros((ratio, dim)))
+
+  def initial_state(self, batch_size: int):
+    """h0 (learned or zeros) broadcast to (n_rnn, B, dim)."""
+    n_rnn, dim = len(self.gru), self.input_bias[...].shape[0]
+    h0_LxD = self.h0[...] if hasattr(self, "h0") else jnp.zeros((n_rnn, dim))
+    return jnp.broadcast_to(h0_LxD[:, None, :], (n_rnn, batch_size, dim))
+
+  def project(self, u_BxTxN, cond_BxTxC):
+    """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) -> (B, T, dim)."""
+    return (jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1) @ self.input()
+            + self.input_bias[...])
+
+  def upsample_frames(self, h_BxTxD):
+    """ConvTranspose1d (kernel = stride = r) + (r, dim) bias: (B, T*r, dim)."""
+    b, t, d = h_BxTxD.shape
+    up_BxTxRxD = jnp.einsum("btd,dre->btre", h_BxTxD, self.upsample())
+    return (up_BxTxRxD + self.upsample_bias[...]).reshape(b, t * self.ratio, d)
+
+  def gru_stack(self, in_BxTxD, h_LxBxD):
+    """The n_rnn GRU layers over T frames: returns (h_BxTxD, last h_LxBxD)."""
+    x_BxTxD, h_last = in_BxTxD, []
+    for layer, h_BxD in zip(self.gru, h_LxBxD):
+      x_BxTxD, h_BxD = gru_kernels.gru_sequence(x_BxTxD, h_BxD,
+                                                *layer.weights())
+      h_last.append(h_BxD)
+    return x_BxTxD, jnp.stack(h_last)
+
+  def run(self, in_BxTxD, h_LxBxD):
+    """GRU stack then upsampling: returns ((B, T*r, dim), h_LxBxD)."""
+    h_BxTxD, h_LxBxD = self.gru_stack(in_BxTxD, h_LxBxD)
+    return self.upsample_frames(h_BxTxD), h_LxBxD
+
+  def step(self, u_BxN, cond_BxC, upper_BxD, h_LxBxD):
+    """Advance one frame: returns (conditioning (B, r, dim), h_LxBxD).
+
+    ``upper_BxD`` is the tier above's vector for this frame (None at the top).
+    """
+    x_BxD = self.project(u_BxN[:, None], cond_BxC[:, None])[:, 0]
+    if upper_BxD is not None:
+      x_BxD = x_BxD + upper_BxD
+    h_new = []
+    for layer, h_BxD in zip(self.gru, h_LxBxD):
+      x_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *layer.weights())
+      h_new.append(x_BxD)
+    return self.upsample_frames(x_BxD[:, None]), jnp.stack(h_new)
+
+
+class SampleMLP(nnx.Module):
+  """Tier 1: Embedding(Q, Q) -> Conv1d(Q -> dim, FS(1)) + c, ReLU, dim->dim
+  ReLU, dim->Q. The embedding+conv runs as tap tables unless configured
+  ``sample_input="conv"`` (the reference)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    fs1, q, dim = cfg.frame_sizes[0], cfg.q_levels, cfg.dim
+    self.sample_input = cfg.sample_input
+    self.embedding = nnx.Param(jax.random.normal(rngs.params(), (q, q)))
+    self.input = Weight(_kaiming_uniform(rngs, (fs1, q, dim), q * fs1),
+                        cfg.weight_norm, keep_axis=2)
+    self.hidden = Weight(_kaiming_uniform(rngs, (dim, dim), dim),
+                         cfg.weight_norm, keep_axis=1)
+    self.hidden_bias = nnx.Param(jnp.zeros((dim,)))
+    self.output = Weight(_lecun_uniform(rngs, (dim, q), dim),
+                         cfg.weight_norm, keep_axis=1)
+    self.output_bias = nnx.Param(jnp.zeros((q,)))
+
+  def tables(self):
+    """Tap tables (FS(1), Q, dim) for the current parameters."""
+    return taps.tap_tables(self.embedding[...], self.input())
+
+  def features(self, x_BxW):
+    """Embedding+conv of every FS(1) window: (B, W) int -> (B, W-FS(1)+1, dim)."""
+    if self.sample_input == "conv":
+      return taps.conv_input(self.embedding[...], self.input(), x_BxW)
+    return taps.taps_input(self.tables(), x_BxW)
+
+  def head(self, features_BxTxD, c_BxTxD):
+    """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q)."""
+    h = jax.nn.relu(features_BxTxD + c_BxTxD)
+    h = jax.nn.relu(h @ self.hidden() + self.hidden_bias[...])
+    return h @ self.output() + self.output_bias[...]
+
+
+def cond_per_frame(cond, batch_size: int, n_frames: int, frame_size: int,
+                   top_frame: int):
+  """Condition for each of n_frames frames of ``frame_size`` samples.
+
+  ``cond`` is None, global (B, C), or local (B, N_K, C) with one vector per
+  top frame of ``top_frame`` samples. Returns (B, n_frames, C).
+  """
+  if cond is None:
+    return jnp.zeros((batch_size, n_frames, 0), jnp.float32)
+  cond = jnp.asarray(cond, jnp.float32)
+  if cond.ndim == 2:
+    return jnp.broadcast_to(cond[:, None, :],
+                            (batch_size, n_frames, cond.shape[-1]))
+  per_top = top_frame // frame_size
+  if cond.shape[1] * per_top != n_frames:
+    raise ValueError(
+        f"local conditioning has {cond.shape[1]} vectors; this window needs "
+        f"one per top-tier frame: {n_frames // per_top}")
+  return jnp.repeat(cond, per_top, axis=1)
+
+
+class CSampleRNN(nnx.Module):
+  """The whole model. ``frame_tiers[i]`` is tier i + 2 (bottom first)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.frame_tiers = nnx.List([
+        FrameTier(cfg, fs, r, rngs)
+        for fs, r in zip(cfg.frame_sizes[1:], cfg.upsample_ratios)])
+    self.mlp = SampleMLP(cfg, rngs)
+
+  def initial_carry(self, batch_size: int):
+    """Hidden states at a sequence start: a tuple over frame tiers (bottom
+    first) of (n_rnn, B, dim) arrays, each the tier's h0."""
+    return tuple(t.initial_state(batch_size) for t in self.frame_tiers)
+
+  def _check_cond(self, cond):
+    c = 0 if cond is None else cond.shape[-1]
+    if c != self.cfg.cond_dim:
+      raise ValueError(
+          f"condition vector has length {c}; this model has "
+          f"cond_dim={self.cfg.cond_dim}")
+
+  def forward(self, x_BxW, cond, carry):
+    """Teacher-forced forward over one TBPTT window.
+
+    x_BxW: int (B, lookback + T), T a multiple of FS(K); the first ``lookback``
+    samples are context. cond: None, (B, C) or (B, T / FS(K), C).
+    Returns (logits_BxTxQ, carry) where logits[:, t] predicts
+    x[:, lookback + t] from the samples before it.
+    """
+    cfg = self.cfg
+    self._check_cond(cond)
+    b, w = x_BxW.shape
+    lookback, t = cfg.lookback, w - cfg.lookback
+    if t <= 0 or t % lookback:
+      raise ValueError(
+          f"window of {w} samples: after the lookback of {lookback} the "
+          f"length T={t} must be a positive multiple of FS(K)={lookback}")
+    upper, new_carry = None, [None] * len(self.frame_tiers)
+    for i in reversed(range(len(self.frame_tiers))):
+      tier = self.frame_tiers[i]
+      n = tier.frame_size
+      frames_BxFxN = x_BxW[:, lookback - n:lookback - n + t].reshape(
+          b, t // n, n)
+      u = audio.frame_input(frames_BxFxN, cfg.q_levels)
+      in_BxFxD = tier.project(
+          u, cond_per_frame(cond, b, t // n, n, lookback))
+      if upper is not None:
+        in_BxFxD = in_BxFxD + upper
+      upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
+    fs1 = cfg.frame_sizes[0]
+    features_BxTxD = self.mlp.features(x_BxW[:, lookback - fs1:w - 1])
+    return self.mlp.head(features_BxTxD, upper), tuple(new_carry)
+
+  def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
+                 h_LxBxD):
+    """Advance frame tier ``tier_index + 2`` by one frame.
+
+    frame_BxN: int, the FS(k) samples before the frame's first output.
+    cond_BxC: (B, C) (C may be 0). upper_BxD: the tier above's vector, or
+    None for the top tier. Returns ((B, r_k, dim) vectors, new (n_rnn, B, dim)).
+    """
+    u_BxN = audio.frame_input(frame_BxN, self.cfg.q_levels)
+    return self.frame_tiers[tier_index].step(u_BxN, cond_BxC, upper_BxD,
+                                             h_LxBxD)
+
+  def sample_logits(self, prev_BxF, c_BxD):
+    """One sample of the MLP: previous FS(1) int samples and the tier-2
+    vector (B, dim) -> logits (B, Q)."""
+    features_Bx1xD = self.mlp.features(prev_BxF)
+    return self.mlp.head(features_Bx1xD, c_BxD[:, None])[:, 0]
+
+
+def build(cfg: ModelConfig, seed: int = 0):
+  """A freshly initialised model as (graphdef, params), params a plain dict."""
+  model = CSampleRNN(cfg, nnx.Rngs(params=seed))
+  graphdef, state = nnx.split(model)
+  return graphdef, nnx.to_pure_dict(state)
+
+
+def abstract(cfg: ModelConfig):
+  """(graphdef, params of ShapeDtypeStructs) without initialising anything."""
+  model = nnx.eval_shape(lambda: CSampleRNN(cfg, nnx.Rngs(params=0)))
+  graphdef, state = nnx.split(model)
+  return graphdef, nnx.to_pure_dict(state)
+
+
+def bind(graphdef, params) -> CSampleRNN:
+  """The model for a graphdef and a params dict (cheap; use inside jit)."""
+  return nnx.merge(graphdef, params)
+
+
+def nll_bits(logits_BxTxQ, target_BxT, mask_B=None):
+  """Mean negative log-likelihood in bits per sample (masked rows ignored)."""
+  logp = jax.nn.log_softmax(logits_BxTxQ, axis=-1)
+  nll_BxT = -jnp.take_along_axis(logp, target_BxT[..., None], axis=-1)[..., 0]
+  if mask_B is None:
+    return jnp.mean(nll_BxT) / math.log(2.0)
+  weights_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
+  return (jnp.sum(nll_BxT * weights_BxT)
+          / jnp.maximum(jnp.sum(weights_BxT), 1.0) / math.log(2.0))
+
+
+def param_count(params) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def macs_per_sample(cfg: ModelConfig) -> dict[str, float]:
+  """Multiply-adds per generated sample, by tier (frame tiers amortised over
+  their frame). ``sample_input`` counts the reference embedding+conv; the
+  tap-table path replaces it with FS(1) * dim additions (``taps_adds``)."""
+  d, c, q, fs = cfg.dim, cfg.cond_dim, cfg.q_levels, cfg.frame_sizes
+  out = {}
+  for k, (n, r) in enumerate(zip(fs[1:], cfg.upsample_ratios), start=2):
+    per_frame = (n + c) * d + cfg.n_rnn * 6 * d * d + d * d * r
+    out[f"tier{k}"] = per_frame / n
+  out["sample_input"] = q * fs[0] * d
+  out["sample_mlp"] = d * d + d * q
+  out["taps_adds"] = fs[0] * d
+  out["total_reference"] = sum(
+      v for key, v in out.items() if key.startswith(("tier", "sample_")))
+  out["total_taps"] = out["total_reference"] - out["sample_input"]
+  return out

@@ -1,0 +1,316 @@
+"""The model of DESIGN §2: GRU equations, tap tables, causality, TBPTT,
+generation steps, conditioning, config errors, jit."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from csrnn_jax import audio
+from csrnn_jax import model as M
+from csrnn_jax.kernels import taps
+
+
+def randomize(params, seed=0, scale=0.3):
+  """Every parameter random (init zeros biases and h0, which hide bugs)."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  new = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def make(cfg, seed=0):
+  graphdef, params = M.build(cfg, seed)
+  return graphdef, randomize(params, seed)
+
+
+def random_x(batch, length, q=256, seed=1):
+  return jax.random.randint(jax.random.key(seed), (batch, length), 0, q)
+
+
+def numpy_torch_gru(x_TxD, h_H, w_ih_3HxD, w_hh_3HxH, b_ih, b_hh):
+  """PyTorch's GRU equations in NumPy, torch weight layout (3H, D), float64."""
+  def sig(a):
+    return 1.0 / (1.0 + np.exp(-a))
+  out = []
+  hsz = h_H.shape[0]
+  for x in x_TxD:
+    gi = w_ih_3HxD @ x + b_ih
+    gh = w_hh_3HxH @ h_H + b_hh
+    r = sig(gi[:hsz] + gh[:hsz])
+    z = sig(gi[hsz:2 * hsz] + gh[hsz:2 * hsz])
+    n = np.tanh(gi[2 * hsz:] + r * gh[2 * hsz:])
+    h_H = (1 - z) * n + z * h_H
+    out.append(h_H)
+  return np.stack(out), h_H
+
+
+@pytest.mark.parametrize("n_rnn", [1, 2])
+def test_gru_matches_numpy_torch_equations(n_rnn):
+  cfg = M.ModelConfig(frame_sizes=(4, 8), dim=16, n_rnn=n_rnn)
+  graphdef, params = make(cfg)
+  tier = M.bind(graphdef, params).frame_tiers[0]
+  x_BxTxD = jax.random.normal(jax.random.key(3), (2, 7, 16))
+  h_LxBxD = jax.random.normal(jax.random.key(4), (n_rnn, 2, 16))
+  out_BxTxD, h_last = jax.jit(tier.gru_stack)(x_BxTxD, h_LxBxD)
+  for b in range(2):
+    seq = np.asarray(x_BxTxD[b], np.float64)
+    for layer_index, layer in enumerate(tier.gru):
+      w_ih, w_hh, b_ih, b_hh = (np.asarray(a, np.float64)
+                                for a in layer.weights())
+      seq, h = numpy_torch_gru(seq, np.asarray(h_LxBxD[layer_index, b],
+                                               np.float64),
+                               w_ih.T, w_hh.T, b_ih, b_hh)
+      np.testing.assert_allclose(h_last[layer_index, b], h, atol=1e-5)
+    np.testing.assert_allclose(out_BxTxD[b], seq, atol=1e-5)
+
+
+def test_tap_tables_equal_embedding_conv_values_and_gradients():
+  emb = jax.random.normal(jax.random.key(0), (256, 256))
+  w = 0.05 * jax.random.normal(jax.random.key(1), (16, 256, 32))
+  x = random_x(3, 40)
+
+  def loss(fn, emb, w):
+    out = fn(emb, w)
+    return jnp.sum(jnp.sin(out)), out
+
+  via_taps = lambda e, w: taps.taps_input(taps.tap_tables(e, w), x)
+  via_conv = lambda e, w: taps.conv_input(e, w, x)
+  (_, out_t), grads_t = jax.value_and_grad(
+      lambda e, w: loss(via_taps, e, w), argnums=(0, 1), has_aux=True)(emb, w)
+  (_, out_c), grads_c = jax.value_and_grad(
+      lambda e, w: loss(via_conv, e, w), argnums=(0, 1), has_aux=True)(emb, w)
+  assert out_t.shape == (3, 25, 32)
+  np.testing.assert_allclose(out_t, out_c, atol=1e-5)
+  for gt, gc in zip(grads_t, grads_c):
+    scale = float(jnp.abs(gc).max())
+    assert scale > 0
+    # float32 sums in a different order: 1e-5 relative to the gradient scale.
+    np.testing.assert_allclose(gt / scale, gc / scale, atol=1e-5)
+
+
+def test_model_taps_and_conv_paths_agree():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=24, cond_dim=2)
+  conv_cfg = M.ModelConfig(**{**cfg.__dict__, "sample_input": "conv"})
+  graphdef, params = make(cfg)
+  conv_graphdef, _ = M.build(conv_cfg)
+  x = random_x(2, 16 + 32)
+  cond = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  carry = M.bind(graphdef, params).initial_carry(2)
+  fast, _ = M.bind(graphdef, params).forward(x, cond, carry)
+  ref, _ = M.bind(conv_graphdef, params).forward(x, cond, carry)
+  np.testing.assert_allclose(fast, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("frame_sizes", [(4, 8), (2, 4, 8)])
+def test_causality(frame_sizes):
+  cfg = M.ModelConfig(frame_sizes=frame_sizes, dim=16, cond_dim=2)
+  graphdef, params = make(cfg)
+  m = M.bind(graphdef, params)
+  lookback, t_len = cfg.lookback, 4 * cfg.lookback
+  x = random_x(2, lookback + t_len)
+  cond = jnp.ones((2, 2))
+  fwd = jax.jit(lambda x: m.forward(x, cond, m.initial_carry(2))[0])
+  base = fwd(x)
+  for t in [0, 1, 3, 7, 8, 13, t_len - 1]:
+    noise = random_x(2, t_len - t, seed=10 + t)
+    changed = fwd(x.at[:, lookback + t:].set(noise))
+    np.testing.assert_array_equal(changed[:, :t + 1], base[:, :t + 1])
+    # The change is visible to the next position (the test can fail).
+    if t + 1 < t_len:
+      assert not np.allclose(changed[:, t + 1:], base[:, t + 1:])
+
+
+@pytest.mark.parametrize("n_rnn", [1, 2])
+def test_tbptt_two_windows_equal_one(n_rnn):
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn, cond_dim=3)
+  graphdef, params = make(cfg)
+  m = M.bind(graphdef, params)
+  lookback, t_len = cfg.lookback, 32
+  x = random_x(2, lookback + 2 * t_len)
+  cond = jnp.eye(3)[:2]
+  whole, carry_whole = m.forward(x, cond, m.initial_carry(2))
+  first, carry = m.forward(x[:, :lookback + t_len], cond, m.initial_carry(2))
+  second, carry = m.forward(x[:, t_len:], cond, carry)
+  np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole,
+                             atol=1e-5)
+  for a, b in zip(carry, carry_whole):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def step_log_probs(m, x_BxW, cond_BxNxC):
+  """Runs the generation steps over a given sequence, sample by sample, the
+  way a generator does: tier k advances when t % FS(k) == 0, top down."""
+  cfg = m.cfg
+  fs, lookback = cfg.frame_sizes, cfg.lookback
+  b, w = x_BxW.shape
+  carry = list(m.initial_carry(b))
+  n_tiers = len(m.frame_tiers)
+  vectors = [None] * n_tiers  # latest upsampled output of each frame tier
+  out = []
+  frame_step = jax.jit(m.frame_step, static_argnums=0)
+  sample_logits = jax.jit(m.sample_logits)
+  for t in range(w - lookback):
+    p = lookback + t
+    cond_BxC = cond_BxNxC[:, t // lookback]
+    for i in reversed(range(n_tiers)):
+      n = fs[i + 1]
+      if t % n == 0:
+        if i == n_tiers - 1:
+          upper = None
+        else:
+          upper = vectors[i + 1][:, (t % fs[i + 2]) // n]
+        vectors[i], carry[i] = frame_step(i, x_BxW[:, p - n:p], cond_BxC,
+                                          upper, carry[i])
+    c_BxD = vectors[0][:, t % fs[1]]
+    logits = sample_logits(x_BxW[:, p - fs[0]:p], c_BxD)
+    out.append(jax.nn.log_softmax(logits))
+  return jnp.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("cond_dim,n_rnn,frame_sizes",
+                         [(0, 1, (4, 4, 16)), (3, 2, (4, 4, 16)),
+                          (3, 1, (2, 8))])
+def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes):
+  cfg = M.ModelConfig(frame_sizes=frame_sizes, dim=16, n_rnn=n_rnn,
+                      cond_dim=cond_dim)
+  graphdef, params = make(cfg)
+  m = M.bind(graphdef, params)
+  lookback, t_len = cfg.lookback, 2 * cfg.lookback
+  x = random_x(2, lookback + t_len)
+  # Local conditioning: a different vector for each top frame.
+  cond = jax.random.normal(jax.random.key(5), (2, t_len // lookback, cond_dim))
+  logits, _ = m.forward(x, cond if cond_dim else None, m.initial_carry(2))
+  expected = jax.nn.log_softmax(logits)
+  got = step_log_probs(m, x, cond)
+  np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_condition_changes_logits_and_unconditional_builds():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=4)
+  graphdef, params = M.build(cfg)  # plain init: the real starting point
+  m = M.bind(graphdef, params)
+  x = random_x(1, 16 + 32)
+  carry = m.initial_carry(1)
+  a, _ = m.forward(x, jnp.array([[1.0, 0, 0, 0]]), carry)
+  b, _ = m.forward(x, jnp.array([[0, 0, 1.0, 1.0]]), carry)
+  assert float(jnp.abs(a - b).max()) > 1e-4
+  uncond = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=0)
+  graphdef, params = M.build(uncond)
+  assert params["frame_tiers"][0]["input"]["v"].shape == (4, 16)
+  m = M.bind(graphdef, params)
+  logits, _ = m.forward(x, None, m.initial_carry(1))
+  assert logits.shape == (1, 32, 256)
+  with pytest.raises(ValueError, match="cond_dim=0"):
+    m.forward(x, jnp.ones((1, 2)), m.initial_carry(1))
+
+
+def test_global_condition_equals_constant_local_condition():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2)
+  graphdef, params = make(cfg)
+  m = M.bind(graphdef, params)
+  x = random_x(2, 16 + 48)
+  cond = jnp.array([[0.3, 1.0], [1.0, -2.0]])
+  glob, _ = m.forward(x, cond, m.initial_carry(2))
+  local, _ = m.forward(x, jnp.repeat(cond[:, None], 3, 1), m.initial_carry(2))
+  np.testing.assert_allclose(glob, local, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(frame_sizes=(16, 16, 40)), "frame_sizes.*multiple"),
+    (dict(frame_sizes=(16,)), "frame_sizes.*K >= 2"),
+    (dict(frame_sizes=(32, 16)), "FS\\(1\\)"),
+    (dict(dim=0), "model.dim=0"),
+    (dict(n_rnn=0), "model.n_rnn"),
+    (dict(quantization="ulaw"), "linear, mu-law, linear-minmax"),
+    (dict(sample_input="fft"), "taps, conv"),
+])
+def test_bad_config_names_field_and_allowed_values(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    M.ModelConfig(**kwargs)
+
+
+def test_window_length_must_be_multiple_of_top_frame():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=8)
+  graphdef, params = M.build(cfg)
+  m = M.bind(graphdef, params)
+  with pytest.raises(ValueError, match="multiple of FS\\(K\\)=16"):
+    m.forward(random_x(1, 16 + 20), None, m.initial_carry(1))
+
+
+def test_forward_same_with_and_without_jit_and_grads_flow():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2, n_rnn=2)
+  graphdef, params = make(cfg)
+  x = random_x(2, 16 + 32)
+  cond = jnp.eye(2)
+
+  def loss(params):
+    m = M.bind(graphdef, params)
+    logits, _ = m.forward(x, cond, m.initial_carry(2))
+    return M.nll_bits(logits, x[:, 16:])
+
+  eager = loss(params)
+  jitted = jax.jit(loss)(params)
+  np.testing.assert_allclose(eager, jitted, rtol=1e-6)
+  grads = jax.jit(jax.grad(loss))(params)
+  # Every parameter receives a gradient (nothing disconnected).
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert float(jnp.abs(g).max()) > 0, path
+
+
+def test_weight_norm_starts_at_v_and_scales_with_g():
+  cfg = M.ModelConfig(frame_sizes=(4, 8), dim=8)
+  graphdef, params = M.build(cfg)
+  up = M.bind(graphdef, params).frame_tiers[0].upsample
+  np.testing.assert_allclose(up(), up.v[...], rtol=1e-5)
+  params["frame_tiers"][0]["upsample"]["g"] = (
+      params["frame_tiers"][0]["upsample"]["g"] * 2)
+  up = M.bind(graphdef, params).frame_tiers[0].upsample
+  np.testing.assert_allclose(up(), 2 * up.v[...], rtol=1e-5)
+  # The norm is per input channel (axis 0), over (r, dim_out), as torch's
+  # weight_norm(ConvTranspose1d, dim=0).
+  norms = jnp.sqrt(jnp.sum(up() ** 2, axis=(1, 2)))
+  np.testing.assert_allclose(norms, up.g[...], rtol=1e-5)
+
+
+def test_initialisation_follows_reference():
+  cfg = M.ModelConfig(frame_sizes=(16, 16, 64), dim=64, cond_dim=4,
+                      weight_norm=False)
+  graphdef, params = M.build(cfg)
+  tier = params["frame_tiers"][1]
+  assert float(jnp.abs(tier["input"]["w"]).max()) <= np.sqrt(6 / 68)
+  assert float(jnp.abs(tier["upsample"]["w"]).max()) <= np.sqrt(6 / 64)
+  gru = tier["gru"][0]
+  assert float(jnp.abs(gru["w_ih"]).max()) <= np.sqrt(3 / 64)
+  w_hn = gru["w_hh"][:, 128:]
+  np.testing.assert_allclose(w_hn.T @ w_hn, np.eye(64), atol=1e-4)
+  for leaf in (gru["b_ih"], gru["b_hh"], tier["h0"], tier["upsample_bias"],
+               params["mlp"]["output_bias"]):
+    assert float(jnp.abs(leaf).max()) == 0.0
+  assert float(jnp.abs(params["mlp"]["input"]["w"]).max()) <= np.sqrt(
+      6 / (256 * 16))
+
+
+def test_ambient_size_and_cost():
+  cfg = M.ModelConfig(frame_sizes=(16, 16, 64), dim=1024, cond_dim=4)
+  _, params = M.abstract(cfg)
+  d, c, q = 1024, 4, 256
+  expected = 0
+  for n, r in [(16, 16), (64, 4)]:
+    expected += (n + c) * d + d + d  # input v, g, bias
+    expected += 2 * 3 * d * d + 2 * 3 * d + d  # GRU weights, biases, h0
+    expected += d * r * d + d + r * d  # upsampling v, g, bias
+  expected += q * q + 16 * q * d + d  # embedding, input conv v, g
+  expected += d * d + 2 * d + d * q + 2 * q  # hidden and output layers
+  assert M.param_count(params) == expected
+  macs = M.macs_per_sample(cfg)
+  # DESIGN/issue figures: ~7.1M multiply-adds per position for the reference,
+  # of which ~4.2M are the sample-tier embedding+conv; ~2.9M with tap tables.
+  assert abs(macs["total_reference"] / 1e6 - 7.1) < 0.05
+  assert abs(macs["sample_input"] / 1e6 - 4.2) < 0.05
+  assert abs(macs["total_taps"] / 1e6 - 2.9) < 0.05
+
+
+def test_frame_input_scaling_matches_reference():
+  x = jnp.array([0, 64, 128, 255])
+  np.testing.assert_allclose(audio.frame_input(x, 256),
+                             [-2.0, -1.0, 0.0, 2 * (255 / 128 - 1)])
