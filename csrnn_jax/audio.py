@@ -109,18 +109,22 @@ def _decode(path: str):
   """
   try:
     return sf.read(path, dtype="float32", always_2d=True)
-  except (sf.LibsndfileError, RuntimeError) as sf_error:
-    import librosa  # pylint: disable=import-outside-toplevel
+  except (sf.LibsndfileError, RuntimeError) as e:
+    soundfile_reason = str(e)
+  import librosa  # pylint: disable=import-outside-toplevel
+  with warnings.catch_warnings():
+    # librosa warns that soundfile failed and that audioread is deprecated;
+    # audioread can leave the file open when it fails (a ResourceWarning when
+    # its exception is dropped, still inside this block).
+    warnings.simplefilter("ignore")
     try:
-      with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "PySoundFile failed", deprecations.
-        x, rate = librosa.load(path, sr=None, mono=False)
-    except Exception as librosa_error:  # pylint: disable=broad-except
-      raise AudioError(
-          f"{path}: cannot be decoded (soundfile: {sf_error}; librosa: "
-          f"{type(librosa_error).__name__} {librosa_error}); check the file "
-          "or convert it to wav or flac") from librosa_error
-    return np.atleast_2d(x).T, rate
+      x, rate = librosa.load(path, sr=None, mono=False)
+      return np.atleast_2d(x).T, rate
+    except Exception as e:  # pylint: disable=broad-except
+      librosa_reason = f"{type(e).__name__} {e}".strip()
+  raise AudioError(
+      f"{path}: cannot be decoded (soundfile: {soundfile_reason}; librosa: "
+      f"{librosa_reason}); check the file or convert it to wav or flac")
 
 
 def load_audio(path, sample_rate: int) -> np.ndarray:
