@@ -358,15 +358,10 @@ def bind(graphdef, params) -> CSampleRNN:
   return nnx.merge(graphdef, params)
 
 
-def nll_bits(logits_BxTxQ, target_BxT, mask_B=None):
-  """Mean negative log-likelihood in bits per sample (masked rows ignored)."""
-  logp = jax.nn.log_softmax(logits_BxTxQ, axis=-1)
-  nll_BxT = -jnp.take_along_axis(logp, target_BxT[..., None], axis=-1)[..., 0]
-  if mask_B is None:
-    return jnp.mean(nll_BxT) / math.log(2.0)
-  weights_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
-  return (jnp.sum(nll_BxT * weights_BxT)
-          / jnp.maximum(jnp.sum(weights_BxT), 1.0) / math.log(2.0))
+def token_nll(logits_BxTxQ, target_BxT):
+  """Negative log-likelihood (nats) of each target sample: (B, T)."""
+  logp_BxTxQ = jax.nn.log_softmax(logits_BxTxQ, axis=-1)
+  return -jnp.take_along_axis(logp_BxTxQ, target_BxT[..., None], axis=-1)[..., 0]
 
 
 def param_count(params) -> int:

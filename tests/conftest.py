@@ -9,3 +9,5 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_debug_nans", False)
 jax.config.update("jax_default_matmul_precision", "highest")
+
+from audio_fixtures import tiny_dataset  # noqa: E402,F401  (session fixture)

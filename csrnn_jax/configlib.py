@@ -1,0 +1,118 @@
+"""Run configuration: the full set of keys, their defaults, and checks.
+
+Every config file in ``configs/`` starts from ``base_config()`` and overrides
+values; a key that is not here is an error (a typo must not be ignored), and so
+is a value of the wrong type. ``model_config`` turns the ``model`` section into
+the frozen ``ModelConfig`` the model is built from.
+"""
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+from csrnn_jax.model import ModelConfig
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run understands, with its default."""
+  c = ml_collections.ConfigDict()
+  c.name = "run"  # shown in reports
+  c.seed = 0
+  c.workdir = ""  # default: runs/<name>
+  c.model = ml_collections.ConfigDict(dict(
+      frame_sizes=(16, 16, 64),  # (FS(1), ..., FS(K)) in samples, bottom first
+      dim=1024,
+      n_rnn=1,
+      q_levels=256,
+      cond_dim=-1,  # -1: from the dataset (number of classes / vector length)
+      weight_norm=True,
+      learn_h0=True,
+      quantization="linear",  # linear | mu-law | linear-minmax
+      sample_input="taps",  # taps | conv (the plain reference)
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      dataset_dir="",  # a folder written by csrnn-prepare
+      class_names=(),  # filled from the dataset manifest when empty
+      cond_names=(),  # names of the condition vector's entries (vector labels)
+      prefetch=2,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128,
+      seq_len=1024,  # TBPTT window (samples); one Adam step per window
+      num_steps=100_000,  # Adam steps; training stops at the first chunk-batch
+                          # boundary at or after this
+      learning_rate=1e-3,
+      lr_schedule="constant",  # constant | cosine
+      warmup_steps=0,
+      clip="value",  # value (element-wise, the reference) | global_norm | none
+      clip_value=1.0,
+      scan_windows=True,  # all windows of a chunk batch in one dispatch
+      eval_every=1000,  # steps; validation over the whole valid split
+      eval_batch_size=32,
+      checkpoint_every=1000,  # steps
+      keep_checkpoints=3,
+      sample_every=0,  # steps; 0 = no periodic samples
+      sample_seconds=2.0,
+      tensorboard=True,  # when tensorboardX is installed
+  ))
+  return c
+
+
+def _check_keys(config, reference, prefix=""):
+  for key in config.keys():
+    path = f"{prefix}{key}"
+    if key not in reference:
+      raise ValueError(
+          f"config key {path!r} does not exist; known keys here: "
+          f"{', '.join(sorted(reference.keys()))}")
+    value, default = config[key], reference[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ValueError(f"config key {path!r} must be a section, got {value!r}")
+      _check_keys(value, default, prefix=path + ".")
+    elif not _same_type(value, default):
+      raise ValueError(
+          f"config key {path!r} = {value!r} has type {type(value).__name__}; "
+          f"expected {type(default).__name__} (like the default {default!r})")
+
+
+def _same_type(value, default):
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  if isinstance(default, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(default))
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ValueError naming an unknown key or a mistyped value; checks the
+  model section by building its ModelConfig. Returns the config."""
+  _check_keys(config, base_config())
+  model_config(config, cond_dim=max(config.model.cond_dim, 0))
+  return config
+
+
+def model_config(config, cond_dim: int | None = None) -> ModelConfig:
+  """The ModelConfig of a run config; ``cond_dim`` fills in a -1 (from data)."""
+  fields = dict(config.model)
+  if fields["cond_dim"] < 0:
+    if cond_dim is None:
+      raise ValueError("model.cond_dim=-1 (from the dataset) needs the dataset")
+    fields["cond_dim"] = cond_dim
+  fields["frame_sizes"] = tuple(int(f) for f in fields["frame_sizes"])
+  return ModelConfig(**fields)
+
+
+def to_json(config) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """The resolved config saved in a run directory, back as a ConfigDict."""
+  config = base_config()
+  config.update(ml_collections.ConfigDict(json.loads(text)))
+  config.model.frame_sizes = tuple(config.model.frame_sizes)
+  return config

@@ -1,0 +1,120 @@
+"""Negative log-likelihood of a split, overall and per class.
+
+``python -m csrnn_jax.evaluate --workdir RUN [--split test] [--step best]``
+prints a table and writes ``RUN/eval_<split>_step<N>.json``.
+
+Every chunk of the split is scored once: its windows run in order with the
+hidden state carried (as in training, without gradients), and the NLL is
+summed per chunk, so a class's figure is its mean bits per sample.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import data as data_lib
+from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import model as model_lib
+
+
+def make_chunk_nll(graphdef, lookback: int):
+  """jit: (params, windows_NxBxW, cond_BxC) -> summed NLL in nats per row (B,)."""
+
+  @jax.jit
+  def chunk_nll(params, windows_NxBxW, cond_BxC):
+    m = model_lib.bind(graphdef, params)
+
+    def body(carry, window_BxW):
+      logits_BxTxQ, carry = m.forward(window_BxW, cond_BxC, carry)
+      nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
+      return carry, jnp.sum(nll_BxT, axis=1)
+
+    _, nll_NxB = jax.lax.scan(body, m.initial_carry(windows_NxBxW.shape[1]),
+                              windows_NxBxW)
+    return jnp.sum(nll_NxB, axis=0)
+
+  return chunk_nll
+
+
+class SplitEvaluator:
+  """Scores one split of a run's dataset; compiled once, reused."""
+
+  def __init__(self, config, mcfg, graphdef, split: str):
+    t = config.train
+    self.seq_len, self.lookback = t.seq_len, mcfg.lookback
+    self.class_names = list(config.data.class_names)
+    self.stream = data_lib.BatchStream(
+        config.data.dataset_dir, split, t.eval_batch_size, t.seq_len,
+        mcfg.lookback, mcfg.q_levels, mcfg.quantization, seed=config.seed,
+        prefetch=0)
+    self.chunk_nll = make_chunk_nll(graphdef, mcfg.lookback)
+
+  def run(self, params) -> dict:
+    """{"bits": overall, "per_class": {name: bits}, "chunks": n}."""
+    totals, counts, chunks = {}, {}, 0
+    for batch in self.stream.eval_batches():
+      windows = data_lib.windows(batch.x_BxL, self.seq_len, self.lookback)
+      nll_B = np.asarray(self.chunk_nll(params, windows, batch.cond_BxC))
+      n_samples = windows.shape[0] * self.seq_len
+      for nll, label, mask in zip(nll_B, batch.label_B, batch.mask_B):
+        if mask == 0:
+          continue
+        chunks += 1
+        name = self.class_names[label] if label >= 0 else "all"
+        totals[name] = totals.get(name, 0.0) + float(nll)
+        counts[name] = counts.get(name, 0) + n_samples
+    if not counts:
+      raise ValueError("the split has no chunks to evaluate")
+    to_bits = lambda nats, n: nats / n / metrics_lib.LN2
+    return {"bits": to_bits(sum(totals.values()), sum(counts.values())),
+            "per_class": {k: to_bits(totals[k], counts[k])
+                          for k in sorted(totals)},
+            "chunks": chunks}
+
+
+def format_table(result: dict, split: str, step: int) -> str:
+  lines = [f"| {split} (step {step}) | bits/sample |", "|---|---|"]
+  lines += [f"| {name} | {bits:.4f} |"
+            for name, bits in result["per_class"].items()]
+  lines.append(f"| **all** | **{result['bits']:.4f}** |")
+  return "\n".join(lines)
+
+
+def evaluate_run(workdir: str, split: str = "valid", step=None) -> dict:
+  """Score a run's checkpoint on a split; writes and returns the result."""
+  config, mcfg, graphdef, params, step = checkpoint_lib.load_run(workdir, step)
+  result = SplitEvaluator(config, mcfg, graphdef, split).run(params)
+  result.update(split=split, step=step)
+  checkpoint_lib.write_json(
+      os.path.join(workdir, f"eval_{split}_step{step}.json"), result)
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="csrnn-evaluate", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="a training run")
+  parser.add_argument("--split", default="valid",
+                      choices=("train", "valid", "test"))
+  parser.add_argument("--step", default="latest",
+                      help="a step number, 'latest' or 'best'")
+  args = parser.parse_args(argv)
+  step = int(args.step) if args.step.isdigit() else args.step
+  try:
+    result = evaluate_run(args.workdir, args.split, step)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(format_table(result, args.split, result["step"]))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,43 @@
+"""PNG plots: loss curves of one or more runs, spectrograms of a batch."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def loss_curves(runs: dict[str, list[dict]], png_path: str) -> None:
+  """Train and valid bits/sample over steps; ``runs`` maps a label to its
+  metrics.jsonl records."""
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  for label, records in runs.items():
+    for kind, style in (("train", "-"), ("valid", "o-")):
+      points = [(r["step"], r["bits"]) for r in records if r["kind"] == kind]
+      if points:
+        steps, bits = zip(*points)
+        ax.plot(steps, bits, style, label=f"{label} {kind}", markersize=3)
+  ax.set_xlabel("step (Adam updates)")
+  ax.set_ylabel("bits per sample")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+
+
+def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
+                 png_path: str) -> None:
+  """One log-magnitude spectrogram per clip, stacked vertically."""
+  fig, axes = plt.subplots(len(clips), 1, figsize=(8, 1.8 * len(clips) + 0.5),
+                           squeeze=False)
+  for ax, clip, title in zip(axes[:, 0], clips, titles):
+    ax.specgram(clip + 1e-9, NFFT=512, Fs=sample_rate, noverlap=384,
+                cmap="magma")
+    ax.set_title(title, fontsize="small")
+    ax.set_ylabel("Hz")
+  axes[-1, 0].set_xlabel("seconds")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)

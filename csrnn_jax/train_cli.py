@@ -1,0 +1,69 @@
+"""``python train.py --config configs/ambient.py`` (console script
+``csrnn-train``): flags -> ``trainer.train_and_evaluate``.
+
+``--config`` takes a config file, or a bare name (``ambient``, ``ambient.py``)
+looked up in ./configs and in the configs/ folder beside this package's
+checkout; ``--config.train.batch_size=16`` style flags override its values.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "a config file (configs/*.py) or its bare name",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "run directory (default: the config's workdir, else "
+    "runs/<name>); an existing run there is resumed")
+
+CONFIG_DIRS = ("configs", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+
+
+def resolve_config_path(value: str) -> str:
+  """A bare config name -> its file; a path is returned unchanged."""
+  path, _, override = value.partition(":")
+  if os.path.exists(path):
+    return value
+  name = path if path.endswith(".py") else path + ".py"
+  for folder in CONFIG_DIRS:
+    candidate = os.path.join(folder, os.path.basename(name))
+    if os.path.exists(candidate):
+      return candidate + (":" + override if override else "")
+  known = sorted({f[:-3] for d in CONFIG_DIRS if os.path.isdir(d)
+                  for f in os.listdir(d) if f.endswith(".py")})
+  raise SystemExit(f"error: no config file {value!r}; known configs: "
+                   f"{', '.join(known)}")
+
+
+def _rewrite_config_flag(argv: list[str]) -> list[str]:
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + resolve_config_path(arg.split("=", 1)[1])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve_config_path(out[i + 1])
+  return out
+
+
+def _main(argv):
+  del argv
+  from csrnn_jax import trainer  # after flags: keeps --help fast
+  try:
+    result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"Finished at step {result['step']}: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in result.items()
+                    if k != "step" and isinstance(v, float)))
+  return 0
+
+
+def main():
+  app.run(_main, argv=_rewrite_config_flag(sys.argv))

@@ -1,0 +1,326 @@
+"""Training: ``train_and_evaluate(config, workdir)`` (DESIGN §4).
+
+A chunk batch (B chunks of, say, 8 s) is cut into TBPTT windows; all windows
+run inside one jitted ``lax.scan`` with one Adam step per window, the hidden
+state carried from window to window (gradients stop at window boundaries) and
+reset to h0 at the first window. ``train.scan_windows=False`` runs the same
+per-window function one dispatch at a time (debugging, reference parity).
+
+Checkpoints are written at chunk-batch boundaries with the data-stream
+position, so a killed run resumes exactly where its last checkpoint was: on
+CPU the parameters end bitwise equal to an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
+from csrnn_jax import data as data_lib
+from csrnn_jax import evaluate
+from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import model as model_lib
+from csrnn_jax import plots
+from csrnn_jax import provenance
+
+# Config sections that fix what a run computes; resuming with other values
+# would silently continue a different experiment.
+FIXED_ON_RESUME = ("model", "data.dataset_dir", "seed", "train.batch_size",
+                   "train.seq_len")
+
+
+class TrainingDiverged(FloatingPointError):
+  pass
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+  """Clipping (element-wise to [-c, c] as the reference, or global norm),
+  then Adam with a constant or warmup+cosine learning rate."""
+  if train_cfg.lr_schedule == "constant":
+    lr = train_cfg.learning_rate
+  elif train_cfg.lr_schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, train_cfg.learning_rate, max(train_cfg.warmup_steps, 1),
+        max(train_cfg.num_steps, train_cfg.warmup_steps + 1))
+  else:
+    raise ValueError(f"train.lr_schedule={train_cfg.lr_schedule!r} is "
+                     "unknown; allowed values: constant, cosine")
+  clips = {"value": lambda: optax.clip(train_cfg.clip_value),
+           "global_norm": lambda: optax.clip_by_global_norm(
+               train_cfg.clip_value),
+           "none": optax.identity}
+  if train_cfg.clip not in clips:
+    raise ValueError(f"train.clip={train_cfg.clip!r} is unknown; allowed "
+                     "values: value, global_norm, none")
+  return optax.chain(clips[train_cfg.clip](), optax.adam(lr))
+
+
+def make_window_step(graphdef, tx, lookback: int):
+  """One Adam step on one window: (params, opt_state, carry, reset,
+  window_BxW, cond_BxC, mask_B) -> (params, opt_state, carry, metrics).
+
+  With ``reset`` the carry is replaced by h0 inside the loss, so the learned
+  h0 gets its gradient from the first window, as in the reference.
+  """
+
+  def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B):
+    m = model_lib.bind(graphdef, params)
+    h0 = m.initial_carry(window_BxW.shape[0])
+    carry = jax.tree_util.tree_map(lambda a, b: jnp.where(reset, a, b), h0,
+                                   carry)
+    logits_BxTxQ, carry = m.forward(window_BxW, cond_BxC, carry)
+    nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
+    weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
+    loss = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(jnp.sum(weight_BxT), 1)
+    return loss, carry
+
+  def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B):
+    (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, carry, reset, window_BxW, cond_BxC, mask_B)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = {"bits": loss / metrics_lib.LN2,
+               "grad_norm": optax.tree.norm(grads)}
+    return params, opt_state, jax.lax.stop_gradient(carry), metrics
+
+  return step
+
+
+def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True):
+  """Train on every window of a chunk batch: (params, opt_state,
+  windows_NxBxW, cond_BxC, mask_B) -> (params, opt_state, metrics of (N,)).
+
+  ``scan_windows``: one jitted ``lax.scan`` (one dispatch); otherwise a Python
+  loop over the same jitted window step.
+  """
+  window_step = make_window_step(graphdef, tx, lookback)
+
+  def first_carry(params, batch_size):
+    return model_lib.bind(graphdef, params).initial_carry(batch_size)
+
+  if scan_windows:
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
+      def body(state, xs):
+        params, opt_state, carry = state
+        index, window_BxW = xs
+        params, opt_state, carry, metrics = window_step(
+            params, opt_state, carry, index == 0, window_BxW, cond_BxC, mask_B)
+        return (params, opt_state, carry), metrics
+
+      carry = first_carry(params, windows_NxBxW.shape[1])
+      steps = jnp.arange(windows_NxBxW.shape[0])
+      (params, opt_state, _), metrics = jax.lax.scan(
+          body, (params, opt_state, carry), (steps, windows_NxBxW))
+      return params, opt_state, metrics
+    return chunk_step
+
+  jitted_step = jax.jit(window_step)
+
+  def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
+    carry = first_carry(params, windows_NxBxW.shape[1])
+    per_window = []
+    for index in range(windows_NxBxW.shape[0]):
+      params, opt_state, carry, metrics = jitted_step(
+          params, opt_state, carry, jnp.asarray(index == 0), windows_NxBxW[index],
+          cond_BxC, mask_B)
+      per_window.append(metrics)
+    stacked = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_window)
+    return params, opt_state, stacked
+  return chunk_step_loop
+
+
+def resolve_workdir(config, workdir: str | None) -> str:
+  return workdir or config.workdir or os.path.join("runs", config.name)
+
+
+def _lookup(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config.to_dict() if hasattr(config, "to_dict") else config
+
+
+def check_compatible(saved, config, workdir: str) -> None:
+  """A workdir's saved config must match on everything that fixes the run."""
+  for key in FIXED_ON_RESUME:
+    old, new = _lookup(saved, key), _lookup(config, key)
+    if old != new:
+      raise ValueError(
+          f"{workdir} holds a run with {key}={old!r}, but this config has "
+          f"{key}={new!r}. Resume it with the same value, or start a new run "
+          "with another --workdir.")
+
+
+@dataclasses.dataclass
+class _StopFlag:
+  """Set by SIGINT/SIGTERM; the loop saves a checkpoint and returns."""
+  signum: int | None = None
+
+  def __call__(self, signum, frame):
+    self.signum = signum
+
+
+def _install_signal_handlers(flag):
+  previous = {}
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      previous[sig] = signal.signal(sig, flag)
+    except ValueError:  # not the main thread: leave signals alone
+      pass
+  return previous
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+  return every > 0 and after // every > before // every
+
+
+def _prepare_run(config, workdir):
+  """Validate, open the data, resolve the config against it, write config."""
+  configlib.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  t = config.train
+  mcfg_probe = configlib.model_config(config, cond_dim=0)
+  stream = data_lib.BatchStream(
+      config.data.dataset_dir, "train", t.batch_size, t.seq_len,
+      mcfg_probe.lookback, mcfg_probe.q_levels, mcfg_probe.quantization,
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), prefetch=config.data.prefetch)
+  config = configlib.from_json(configlib.to_json(config))  # a private copy
+  if config.model.cond_dim < 0:
+    config.model.cond_dim = stream.cond_dim
+  elif config.model.cond_dim != stream.cond_dim:
+    raise ValueError(
+        f"model.cond_dim={config.model.cond_dim} but the dataset "
+        f"{config.data.dataset_dir} has condition vectors of length "
+        f"{stream.cond_dim}; set model.cond_dim={stream.cond_dim} (or -1)")
+  if (config.data.class_names
+      and set(config.data.class_names) != set(stream.class_names)):
+    raise ValueError(
+        f"data.class_names={list(config.data.class_names)} but the dataset "
+        f"{config.data.dataset_dir} has classes {list(stream.class_names)}; "
+        "fix the config (or leave data.class_names empty to take the "
+        "dataset's)")
+  config.data.class_names = tuple(stream.class_names)  # the one-hot order
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    check_compatible(checkpoint_lib.read_config(workdir), config, workdir)
+  with open(config_path, "w") as f:
+    f.write(configlib.to_json(config))
+  return config, stream
+
+
+def _record_provenance(workdir, config):
+  path = os.path.join(workdir, "provenance.json")
+  sessions = []
+  if os.path.exists(path):
+    import json
+    with open(path) as f:
+      sessions = json.load(f).get("sessions", [])
+  manifest = os.path.join(config.data.dataset_dir, "manifest.json")
+  sessions.append(provenance.collect(config.seed, manifest))
+  checkpoint_lib.write_json(path, {"sessions": sessions})
+
+
+def train_and_evaluate(config, workdir: str | None = None) -> dict:
+  """Train (or resume) the run in ``workdir``; returns the last metrics."""
+  workdir = resolve_workdir(config, workdir)
+  config, stream = _prepare_run(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    _record_provenance(workdir, config)
+  t = config.train
+  mcfg = configlib.model_config(config)
+  graphdef, params = model_lib.build(mcfg, config.seed)
+  tx = make_optimizer(t)
+  opt_state = tx.init(params)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
+  step, rng = 0, jax.random.key(config.seed)
+  if ckpt.latest_step() is not None:
+    params, opt_state, meta = ckpt.restore("latest", params, opt_state)
+    step = meta["step"]
+    rng = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
+    stream.restore(meta["data_position"])
+    print(f"Resuming {workdir} from step {step}.")
+  log = metrics_lib.MetricsWriter(workdir, step, t.tensorboard, is_main)
+  valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid")
+  chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows)
+  stop = _StopFlag()
+  previous_handlers = _install_signal_handlers(stop)
+
+  def save(valid_bits=None):
+    meta = {"rng": np.asarray(jax.random.key_data(rng)).tolist(),
+            "data_position": stream.position()}
+    ckpt.save(step, params, opt_state, meta, valid_bits)
+
+  last, compiled = {}, False
+  bar = tqdm(total=t.num_steps, initial=min(step, t.num_steps), unit="step",
+             disable=not is_main, dynamic_ncols=True)
+  try:
+    while step < t.num_steps and stop.signum is None:
+      batch = next(stream)
+      windows_NxBxW = data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback)
+      if t.scan_windows and not compiled:
+        start = time.perf_counter()  # compile once, ahead of time, to time it
+        chunk_step = chunk_step.lower(
+            params, opt_state, windows_NxBxW, batch.cond_BxC,
+            batch.mask_B).compile()
+        compiled = True
+        log.write(step, "compile", {"seconds": time.perf_counter() - start})
+      start = time.perf_counter()
+      params, opt_state, metrics = chunk_step(
+          params, opt_state, windows_NxBxW, batch.cond_BxC, batch.mask_B)
+      bits_N = np.asarray(metrics["bits"])
+      seconds = time.perf_counter() - start
+      if not np.all(np.isfinite(bits_N)):
+        raise TrainingDiverged(
+            f"the training loss became {bits_N[~np.isfinite(bits_N)][0]} in "
+            f"the chunk batch after step {step}. The run stopped; its last "
+            f"good checkpoint (step {ckpt.latest_step()}) is kept in "
+            f"{ckpt.directory}. Lower train.learning_rate or use "
+            "train.clip='global_norm', then rerun to resume from it.")
+      before, step = step, step + len(bits_N)
+      samples = int(np.sum(batch.mask_B)) * t.seq_len * len(bits_N)
+      last = {"bits": float(bits_N.mean()),
+              "grad_norm": float(np.asarray(metrics["grad_norm"]).mean()),
+              "samples_per_sec": samples * jax.process_count() / seconds,
+              "seconds": seconds}
+      log.write(step, "train", last)
+      bar.update(min(step, t.num_steps) - min(before, t.num_steps))
+      bar.set_postfix(bits=f"{last['bits']:.3f}",
+                      sps=f"{last['samples_per_sec']:.0f}")
+      done = step >= t.num_steps or stop.signum is not None
+      valid_bits = None
+      if _crossed(before, step, t.eval_every) or (done and t.eval_every):
+        result = valid.run(params)
+        valid_bits = result["bits"]
+        log.write(step, "valid", {"bits": valid_bits,
+                                  **{f"bits/{k}": v for k, v in
+                                     result["per_class"].items()}})
+        last["valid_bits"] = valid_bits
+        if is_main:
+          plots.loss_curves({config.name: metrics_lib.read(log.path)},
+                            os.path.join(workdir, "loss_curve.png"))
+      if (_crossed(before, step, t.checkpoint_every) or done
+          or valid_bits is not None):
+        save(valid_bits)
+  finally:
+    bar.close()
+    log.close()
+    stream.close()
+    ckpt.close()
+    for sig, handler in previous_handlers.items():
+      signal.signal(sig, handler)
+  if stop.signum is not None:
+    print(f"Stopped by signal {stop.signum}; checkpoint saved at step {step}. "
+          "Rerun the same command to resume.")
+  return {"step": step, **last}

@@ -1,0 +1,282 @@
+"""Training (DESIGN §4): learning, resume bitwise, SIGKILL, NaN, config errors,
+scan vs one-window-per-dispatch."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
+from csrnn_jax import data as data_lib
+from csrnn_jax import evaluate
+from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import model as model_lib
+from csrnn_jax import trainer
+from csrnn_jax.train_cli import resolve_config_path
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+WINDOWS_PER_BATCH = 31  # 0.5 s chunks at 16 kHz = 8000 samples, windows of 256
+
+
+def tiny_config(dataset, **train):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny", REPO / "configs/tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.dataset_dir = str(dataset)
+  config.data.prefetch = 0
+  for key, value in train.items():
+    config.train[key] = value
+  return config
+
+
+def final_params(workdir):
+  _, _, _, params, step = checkpoint_lib.load_run(str(workdir), "latest")
+  return params, step
+
+
+def assert_trees_equal(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
+                                                         tmp_path, capsys):
+  config = tiny_config(tiny_dataset, num_steps=4 * WINDOWS_PER_BATCH,
+                       eval_every=2 * WINDOWS_PER_BATCH)
+  result = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  records = metrics_lib.read(str(tmp_path / "run" / "metrics.jsonl"))
+  train = [r["bits"] for r in records if r["kind"] == "train"]
+  valid = [r for r in records if r["kind"] == "valid"]
+  assert len(train) == 4 and len(valid) == 2
+  # Starts near log2(256) = 8 bits and drops by a clear margin.
+  assert train[0] > 5.5 and train[-1] < train[0] - 1.0
+  assert valid[-1]["bits"] < valid[0]["bits"]
+  assert set(valid[-1]) >= {"bits/bells", "bits/organ", "bits/wind"}
+  assert result["step"] == 4 * WINDOWS_PER_BATCH
+  run = tmp_path / "run"
+  for name in ("config.json", "provenance.json", "loss_curve.png"):
+    assert (run / name).stat().st_size > 0
+  saved = json.loads((run / "config.json").read_text())
+  assert saved["model"]["cond_dim"] == 3
+  assert saved["data"]["class_names"] == ["bells", "organ", "wind"]
+  prov = json.loads((run / "provenance.json").read_text())["sessions"][0]
+  assert prov["seed"] == 0 and len(prov["manifest_sha256"]) == 64
+  assert prov["packages"]["jax"] == jax.__version__
+  assert [r for r in records if r["kind"] == "compile"][0]["seconds"] > 0
+  assert checkpoint_lib.Checkpointer(str(run)).latest_step() == result["step"]
+
+  assert evaluate.main(["--workdir", str(run), "--split", "test"]) == 0
+  out = capsys.readouterr().out
+  for name in ("bells", "organ", "wind", "all"):
+    assert f"| {name}" in out or f"| **{name}" in out
+  written = json.loads((run / f"eval_test_step{result['step']}.json")
+                       .read_text())
+  assert 0 < written["bits"] < 8 and len(written["per_class"]) == 3
+
+
+def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
+  steps = 2 * WINDOWS_PER_BATCH
+  config = tiny_config(tiny_dataset, num_steps=steps, eval_every=0,
+                       checkpoint_every=WINDOWS_PER_BATCH)
+  trainer.train_and_evaluate(config, str(tmp_path / "whole"))
+  config.train.num_steps = WINDOWS_PER_BATCH
+  trainer.train_and_evaluate(config, str(tmp_path / "split"))
+  config.train.num_steps = steps
+  trainer.train_and_evaluate(config, str(tmp_path / "split"))
+  whole, whole_step = final_params(tmp_path / "whole")
+  split, split_step = final_params(tmp_path / "split")
+  assert whole_step == split_step == steps
+  assert_trees_equal(whole, split)
+  prov = json.loads((tmp_path / "split" / "provenance.json").read_text())
+  assert len(prov["sessions"]) == 2
+  # The log holds each step once.
+  records = metrics_lib.read(str(tmp_path / "split" / "metrics.jsonl"))
+  assert [r["step"] for r in records if r["kind"] == "train"] == [31, 62]
+
+
+def test_sigkill_mid_run_then_resume_to_completion(tiny_dataset, tmp_path):
+  workdir = tmp_path / "killed"
+  steps = 12 * WINDOWS_PER_BATCH
+  cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
+         f"--config.data.dataset_dir={tiny_dataset}",
+         f"--config.train.num_steps={steps}",
+         f"--config.train.checkpoint_every={WINDOWS_PER_BATCH}",
+         "--config.train.eval_every=0", f"--workdir={workdir}"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+  deadline = time.time() + 120
+  ckpt_dir = workdir / "checkpoints"
+  while time.time() < deadline:
+    done = [p for p in ckpt_dir.glob("*") if p.name.isdigit()] if (
+        ckpt_dir.exists()) else []
+    if done or proc.poll() is not None:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = checkpoint_lib.Checkpointer(str(workdir)).latest_step()
+  assert killed_at is not None and killed_at < steps
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f"Resuming {workdir} from step {killed_at}" in done.stdout
+  _, final_step = final_params(workdir)
+  assert final_step == steps
+  records = metrics_lib.read(str(workdir / "metrics.jsonl"))
+  train_steps = [r["step"] for r in records if r["kind"] == "train"]
+  assert train_steps == sorted(set(train_steps))
+  assert train_steps[-1] == steps
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path):
+  workdir = tmp_path / "terminated"
+  cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
+         f"--config.data.dataset_dir={tiny_dataset}",
+         "--config.train.num_steps=100000", "--config.train.eval_every=0",
+         "--config.train.checkpoint_every=100000", f"--workdir={workdir}"]
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  metrics_path = workdir / "metrics.jsonl"
+  while time.time() < deadline and proc.poll() is None:
+    if metrics_path.exists() and '"train"' in metrics_path.read_text():
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "Stopped by signal" in out
+  step = checkpoint_lib.Checkpointer(str(workdir)).latest_step()
+  assert step is not None and step % WINDOWS_PER_BATCH == 0 and step > 0
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
+    tiny_dataset, tmp_path):
+  workdir = str(tmp_path / "nan")
+  config = tiny_config(tiny_dataset, num_steps=WINDOWS_PER_BATCH,
+                       eval_every=0)
+  trainer.train_and_evaluate(config, workdir)
+  good, good_step = final_params(workdir)
+  # A learning rate of 1e30 sends the weights to ~1e30: the logits overflow.
+  config.train.learning_rate = 1e30
+  config.train.num_steps = 3 * WINDOWS_PER_BATCH
+  with pytest.raises(trainer.TrainingDiverged,
+                     match=rf"loss became nan.*last good checkpoint \(step "
+                           rf"{good_step}\).*Lower train.learning_rate"):
+    trainer.train_and_evaluate(config, workdir)
+  params, step = final_params(workdir)
+  assert step == good_step
+  assert_trees_equal(params, good)
+
+
+def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
+  config = tiny_config(tiny_dataset)
+  mcfg = configlib.model_config(config, cond_dim=3)
+  stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
+                                mcfg.lookback, prefetch=0)
+  batch = next(stream)
+  windows = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:6]
+  results = []
+  for scan in (True, False):
+    graphdef, params = model_lib.build(mcfg, 0)
+    tx = trainer.make_optimizer(config.train)
+    step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback, scan)
+    params, _, metrics = step(params, tx.init(params), windows,
+                              batch.cond_BxC, batch.mask_B)
+    results.append((params, np.asarray(metrics["bits"])))
+  np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(results[0][0]),
+                  jax.tree_util.tree_leaves(results[1][0])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_first_window_trains_learned_h0(tiny_dataset):
+  config = tiny_config(tiny_dataset)
+  mcfg = configlib.model_config(config, cond_dim=3)
+  graphdef, params = model_lib.build(mcfg, 0)
+  stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
+                                mcfg.lookback, prefetch=0)
+  batch = next(stream)
+  windows = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:2]
+  tx = optax.sgd(1.0)
+  step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
+  new, _, _ = step(params, tx.init(params), windows, batch.cond_BxC,
+                   batch.mask_B)
+  for i in range(2):
+    assert float(np.abs(new["frame_tiers"][i]["h0"]).max()) > 0
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.train.update({"bach_size": 3}),
+     "'train.bach_size' does not exist"),
+    (lambda c: c.update({"modle": {}}), "'modle' does not exist"),
+    (lambda c: setattr(c, "train", ml_collections.ConfigDict(
+        {**c.train.to_dict(), "learning_rate": "fast"})),
+     "'train.learning_rate' = 'fast' has type str; expected float"),
+    (lambda c: setattr(c, "model", ml_collections.ConfigDict(
+        {**c.model.to_dict(), "dim": 2.5})), "'model.dim' = 2.5 has type"),
+    (lambda c: c.model.update({"frame_sizes": (4, 4, 15)}),
+     "frame_sizes.*multiple"),
+])
+def test_config_errors_name_the_key(tiny_dataset, tmp_path, mutate, match):
+  config = tiny_config(tiny_dataset)
+  mutate(config)
+  with pytest.raises(ValueError, match=match):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_config_disagreeing_with_dataset_or_workdir(tiny_dataset, tmp_path):
+  config = tiny_config(tiny_dataset, num_steps=1)
+  config.model.cond_dim = 4
+  with pytest.raises(ValueError, match="model.cond_dim=4 .* length 3"):
+    trainer.train_and_evaluate(config, str(tmp_path / "a"))
+  config = tiny_config(tiny_dataset, num_steps=1)
+  config.data.class_names = ("happy", "sad", "wind")
+  with pytest.raises(ValueError, match="has classes \\['bells', 'organ'"):
+    trainer.train_and_evaluate(config, str(tmp_path / "b"))
+  config = tiny_config(tiny_dataset, num_steps=1, eval_every=0)
+  trainer.train_and_evaluate(config, str(tmp_path / "c"))
+  config.model.dim = 48
+  with pytest.raises(ValueError, match="holds a run with model=.*another "
+                                       "--workdir"):
+    trainer.train_and_evaluate(config, str(tmp_path / "c"))
+  config = tiny_config(tmp_path / "missing")
+  with pytest.raises(ValueError, match="missing: no such dataset folder.*csrnn-prepare"):
+    trainer.train_and_evaluate(config, str(tmp_path / "d"))
+
+
+def test_config_file_typo_in_type_is_caught_by_config_dict():
+  config = configlib.base_config()
+  with pytest.raises(TypeError, match="learning_rate"):
+    config.train.learning_rate = "fast"
+
+
+def test_config_names_resolve_to_files():
+  assert resolve_config_path("tiny").endswith("configs/tiny.py")
+  assert resolve_config_path("ambient.py").endswith("configs/ambient.py")
+  with pytest.raises(SystemExit, match="known configs: .*ambient.*tiny"):
+    resolve_config_path("ambiant")
+
+
+def test_cli_rejects_unknown_override(tiny_dataset, tmp_path):
+  done = subprocess.run(
+      [sys.executable, str(REPO / "train.py"), "--config=tiny",
+       "--config.train.bach_size=3", f"--workdir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0
+  assert "bach_size" in done.stderr
