@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.data = ml_collections.ConfigDict(dict(
       dataset_dir="",  # a folder written by csrnn-prepare
+      sample_rate=16000,  # must match the dataset's
       class_names=(),  # filled from the dataset manifest when empty
       cond_names=(),  # names of the condition vector's entries (vector labels)
       prefetch=2,

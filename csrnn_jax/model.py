@@ -296,6 +296,15 @@ class CSampleRNN(nnx.Module):
     Returns (logits_BxTxQ, carry) where logits[:, t] predicts
     x[:, lookback + t] from the samples before it.
     """
+    c_BxTxD, new_carry = self.frame_tiers_forward(x_BxW, cond, carry)
+    lookback, fs1 = self.cfg.lookback, self.cfg.frame_sizes[0]
+    features_BxTxD = self.mlp.features(x_BxW[:, lookback - fs1:-1])
+    return self.mlp.head(features_BxTxD, c_BxTxD), new_carry
+
+  def frame_tiers_forward(self, x_BxW, cond, carry):
+    """The frame tiers alone over a window (as ``forward``): returns tier 2's
+    per-sample vectors (B, T, dim) and the new carry. Priming a generator
+    needs only this part."""
     cfg = self.cfg
     self._check_cond(cond)
     b, w = x_BxW.shape
@@ -316,9 +325,7 @@ class CSampleRNN(nnx.Module):
       if upper is not None:
         in_BxFxD = in_BxFxD + upper
       upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
-    fs1 = cfg.frame_sizes[0]
-    features_BxTxD = self.mlp.features(x_BxW[:, lookback - fs1:w - 1])
-    return self.mlp.head(features_BxTxD, upper), tuple(new_carry)
+    return upper, tuple(new_carry)
 
   def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
                  h_LxBxD):
@@ -332,11 +339,40 @@ class CSampleRNN(nnx.Module):
     return self.frame_tiers[tier_index].step(u_BxN, cond_BxC, upper_BxD,
                                              h_LxBxD)
 
-  def sample_logits(self, prev_BxF, c_BxD):
+  def sample_logits(self, prev_BxF, c_BxD, tables_FxQxD=None):
     """One sample of the MLP: previous FS(1) int samples and the tier-2
-    vector (B, dim) -> logits (B, Q)."""
-    features_Bx1xD = self.mlp.features(prev_BxF)
-    return self.mlp.head(features_Bx1xD, c_BxD[:, None])[:, 0]
+    vector (B, dim) -> logits (B, Q). Pass ``tables_FxQxD`` (``mlp.tables()``,
+    computed once) in a generation loop so they are not rebuilt per sample."""
+    if tables_FxQxD is None:
+      features_BxD = self.mlp.features(prev_BxF)[:, 0]
+    else:
+      features_BxD = taps.taps_input(tables_FxQxD, prev_BxF)[:, 0]
+    return self.mlp.head(features_BxD, c_BxD)
+
+
+def fold_weight_norm(graphdef, params):
+  """The same function without weight norm: every ``v``/``g`` pair replaced
+  by its weight ``w``. Generation uses this so no step recomputes norms.
+  Returns (graphdef, params)."""
+  m = bind(graphdef, params)
+  if not m.cfg.weight_norm:
+    return graphdef, params
+  cfg = dataclasses.replace(m.cfg, weight_norm=False)
+  plain_graphdef, _ = abstract(cfg)
+
+  def fold(module, tree):
+    out = {}
+    for key, value in tree.items():
+      child = (module[key] if isinstance(key, int) else getattr(module, key))
+      if isinstance(child, Weight):
+        out[key] = {"w": child()}
+      elif isinstance(value, dict):
+        out[key] = fold(child, value)
+      else:
+        out[key] = value
+    return out
+
+  return plain_graphdef, fold(m, params)
 
 
 def build(cfg: ModelConfig, seed: int = 0):

@@ -203,6 +203,12 @@ def _prepare_run(config, workdir):
         f"model.cond_dim={config.model.cond_dim} but the dataset "
         f"{config.data.dataset_dir} has condition vectors of length "
         f"{stream.cond_dim}; set model.cond_dim={stream.cond_dim} (or -1)")
+  if config.data.sample_rate != stream.sample_rate:
+    raise ValueError(
+        f"data.sample_rate={config.data.sample_rate} but the dataset "
+        f"{config.data.dataset_dir} is at {stream.sample_rate} Hz; set "
+        f"data.sample_rate={stream.sample_rate} or prepare it again with "
+        f"--sample-rate {config.data.sample_rate}")
   if (config.data.class_names
       and set(config.data.class_names) != set(stream.class_names)):
     raise ValueError(

@@ -1,0 +1,198 @@
+"""Generation (DESIGN §5): one compiled program, seeds, greedy, priming,
+log-likelihood, conditioning, segments, and the sample.py CLI."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from csrnn_jax import audio
+from csrnn_jax import model as M
+from csrnn_jax import sample_cli
+from csrnn_jax import sampling
+from csrnn_jax import trainer
+from test_model import randomize
+from test_trainer import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=24, cond_dim=3, n_rnn=2)
+  graphdef, params = M.build(cfg, 0)
+  params = randomize(params, 0, scale=0.2)
+  return graphdef, params, sampling.Generator(graphdef, params)
+
+
+def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):
+  """log p(x_t | x_<t) from the training forward, after q_zero silence (and
+  an optional prefix whose length is a multiple of FS(K))."""
+  m = M.bind(graphdef, params)
+  lookback = m.cfg.lookback
+  parts = [jnp.full((x_BxN.shape[0], lookback), 128, jnp.int32)]
+  if prefix_BxP is not None:
+    parts.append(prefix_BxP)
+  x = jnp.concatenate(parts + [jnp.asarray(x_BxN)], axis=1)
+  logits, _ = m.forward(x, cond, m.initial_carry(x.shape[0]))
+  logp = jax.nn.log_softmax(logits)
+  skip = 0 if prefix_BxP is None else prefix_BxP.shape[1]
+  return jnp.take_along_axis(logp[:, skip:], jnp.asarray(x_BxN)[..., None],
+                             -1)[..., 0], logits[:, skip:]
+
+
+def test_shape_range_seeds_and_single_compile(tiny_generator):
+  _, _, gen = tiny_generator
+  cond = np.eye(3)
+  before = gen.traces
+  a, _ = gen.generate(cond, [1, 2, 3], 200)
+  b, _ = gen.generate(cond, [1, 2, 3], 200)
+  c, _ = gen.generate(cond, [1, 5, 3], 200)
+  assert gen.traces == before + 1  # three calls, one trace
+  assert a.shape == (3, 200) and a.dtype == np.int32
+  assert a.min() >= 0 and a.max() < 256
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a[[0, 2]], c[[0, 2]])  # rows are independent
+  assert np.mean(a[1] != c[1]) > 0.5
+
+
+def test_loglik_equals_teacher_forced_log_probs(tiny_generator):
+  graphdef, params, gen = tiny_generator
+  cond = np.eye(3)[[0, 2]]
+  x, logp = gen.generate(cond, [7, 8], 64, temperature=[0.8, 1.3])
+  expected, _ = teacher_forced_logp(graphdef, params, x, cond)
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  np.testing.assert_allclose(logp.sum(1), expected.sum(1), rtol=1e-5)
+
+
+def test_top_k_one_is_greedy(tiny_generator):
+  graphdef, params, gen = tiny_generator
+  cond = np.eye(3)[:2]
+  opts = sampling.SamplingOptions(top_k=1)
+  x, _ = gen.generate(cond, [1, 2], 48, options=opts)
+  y, _ = gen.generate(cond, [9, 10], 48, options=opts)
+  np.testing.assert_array_equal(x, y)  # the seed no longer matters
+  _, logits = teacher_forced_logp(graphdef, params, x, cond)
+  np.testing.assert_array_equal(x, np.argmax(logits, axis=-1))
+
+
+def test_top_p_and_top_k_filters():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  kept = lambda o: np.isfinite(sampling.filter_logits(logits, o))[0].tolist()
+  assert kept(sampling.SamplingOptions(top_p=0.7)) == [True, True, False,
+                                                      False]
+  assert kept(sampling.SamplingOptions(top_p=0.4)) == [True, False, False,
+                                                      False]
+  assert kept(sampling.SamplingOptions(top_k=3)) == [True, True, True, False]
+  with pytest.raises(ValueError, match="top_p"):
+    sampling.SamplingOptions(top_p=0.0)
+
+
+def test_priming_continues_the_audio(tiny_generator):
+  graphdef, params, gen = tiny_generator
+  cond = np.eye(3)[:1]
+  prime = jax.random.randint(jax.random.key(3), (1, 40), 0, 256)
+  x, logp = gen.generate(cond, [4], 32, prime_BxP=prime)
+  # A prime of 40 samples is padded with 8 samples of silence to 48 = 3 x 16.
+  padded = jnp.concatenate([jnp.full((1, 8), 128, jnp.int32), prime], 1)
+  expected, _ = teacher_forced_logp(graphdef, params, x, cond, padded)
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  y, _ = gen.generate(cond, [4], 32)
+  assert np.mean(x != y) > 0.5  # the prime changed what follows
+
+
+def test_condition_changes_output_and_schedule_and_segments(tiny_generator):
+  graphdef, params, gen = tiny_generator
+  a, _ = gen.generate(np.eye(3)[[0]], [1], 64)
+  b, _ = gen.generate(np.eye(3)[[1]], [1], 64)
+  # Same Gumbel noise, other condition: many samples differ.
+  assert np.mean(a != b) > 0.1
+  # A schedule: class 0 for two top frames, then class 1 for two.
+  schedule = np.eye(3)[[0, 0, 1, 1]][None]
+  x, logp = gen.generate(schedule, [1], 64)
+  expected, _ = teacher_forced_logp(graphdef, params, x, schedule)
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  np.testing.assert_array_equal(x[:, :32], a[:, :32])
+  # Segments of 16 samples give exactly the one-call result.
+  pieces = list(gen.segments(np.eye(3)[[0]], [1], 64, segment_samples=16))
+  assert len(pieces) == 4
+  np.testing.assert_array_equal(np.concatenate([s for s, _ in pieces], 1), a)
+
+
+def test_bad_inputs(tiny_generator):
+  _, _, gen = tiny_generator
+  with pytest.raises(ValueError, match="condition of shape"):
+    gen.generate(np.ones((1, 2)), [1], 16)
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    gen.generate(np.eye(3)[:1], [1], 16, temperature=0.0)
+  with pytest.raises(ValueError, match="schedule has 1 vectors"):
+    gen.generate(np.eye(3)[None, :1], [1], 32)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sampled") / "run"
+  config = tiny_config(tiny_dataset, num_steps=31, eval_every=0)
+  trainer.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_sample_cli_end_to_end(trained_run, tmp_path):
+  out = tmp_path / "out"
+  done = subprocess.run(
+      [sys.executable, str(REPO / "sample.py"), f"--workdir={trained_run}",
+       "--cond", "bells,wind", "--num", "2", "--seconds", "0.1",
+       "--temperature", "0.9", "--seed", "5", "--out", str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  wavs = sorted(out.glob("*.wav"))
+  assert [w.name for w in wavs] == [
+      "bells_seed5_t0.9.wav", "bells_seed6_t0.9.wav", "wind_seed7_t0.9.wav",
+      "wind_seed8_t0.9.wav"]
+  for wav in wavs:
+    info = sf.info(str(wav))
+    assert (info.samplerate, info.channels, info.frames) == (16000, 1, 1600)
+    assert info.subtype == "PCM_16"
+    side = json.loads(wav.with_suffix(".json").read_text())
+    assert side["checkpoint_step"] == 31 and len(side["config_sha256"]) == 64
+    assert side["temperature"] == 0.9 and side["log_likelihood_nats"] < 0
+    assert side["condition_vector"] in ([1.0, 0, 0], [0, 0, 1.0])
+  assert (out / "spectrograms.png").stat().st_size > 10_000
+
+
+def test_sample_cli_prime_and_mix(trained_run, tmp_path):
+  prime = tmp_path / "prime.wav"
+  t = np.arange(3000) / 16000
+  audio.write_wav(str(prime), 0.5 * np.sin(2 * np.pi * 220 * t), 16000)
+  out = tmp_path / "mix"
+  code = sample_cli.main([
+      f"--workdir={trained_run}", "--cond-vector", "0,1,1",
+      "--seconds", "0.05", "--prime", str(prime), "--top-p", "0.95",
+      "--segment-seconds", "0.02", "--out", str(out)])
+  assert code == 0
+  side = json.loads((out / "mix-0-1-1_seed0_t1.json").read_text())
+  assert side["primed"] and side["top_p"] == 0.95
+  assert sf.info(str(out / "mix-0-1-1_seed0_t1.wav")).frames == 800
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cond", "happy"], "class 'happy' is not one of this run's classes: "
+                          "bells, organ, wind"),
+    (["--cond-vector", "1,0"], "--cond-vector has 2 values; this run's "
+                               "condition vectors have 3"),
+    (["--num", "2", "--temperature", "1,0.5,0.7"], "--temperature has 3"),
+    (["--step", "999"], "no checkpoint at step 999 .* available: 31"),
+])
+def test_sample_cli_errors(trained_run, capsys, args, message):
+  assert sample_cli.main([f"--workdir={trained_run}"] + args) == 2
+  assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+
+
+def test_sample_cli_workdir_without_checkpoint(tmp_path, capsys):
+  assert sample_cli.main([f"--workdir={tmp_path}"]) == 2
+  assert "not a run directory" in capsys.readouterr().err
