@@ -30,8 +30,10 @@ from csrnn_jax import data as data_lib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
+from csrnn_jax import outputs
 from csrnn_jax import plots
 from csrnn_jax import provenance
+from csrnn_jax import sampling
 
 # Config sections that fix what a run computes; resuming with other values
 # would silently continue a different experiment.
@@ -237,6 +239,24 @@ def _record_provenance(workdir, config):
   checkpoint_lib.write_json(path, {"sessions": sessions})
 
 
+def write_samples(config, mcfg, graphdef, params, workdir: str,
+                  step: int) -> list[str]:
+  """One clip per class (or one unconditional clip) with the generator that
+  sample.py uses, into <workdir>/samples/step<N>/."""
+  names = list(config.data.class_names) if mcfg.cond_dim else []
+  if mcfg.cond_dim and len(names) != mcfg.cond_dim:
+    names = []  # vector conditioning: no class to name, use the zero vector
+  rows = [outputs.Row(n, tuple(float(i == j) for j in range(mcfg.cond_dim)),
+                      config.seed + i, 1.0) for i, n in enumerate(names)]
+  rows = rows or [outputs.Row("sample", (0.0,) * mcfg.cond_dim, config.seed,
+                              1.0)]
+  return outputs.generate_to_files(
+      sampling.Generator(graphdef, params), rows, config.train.sample_seconds,
+      config.data.sample_rate,
+      os.path.join(workdir, "samples", f"step{step}"),
+      metadata={"checkpoint_step": step}, progress=False)
+
+
 def train_and_evaluate(config, workdir: str | None = None) -> dict:
   """Train (or resume) the run in ``workdir``; returns the last metrics."""
   workdir = resolve_workdir(config, workdir)
@@ -319,6 +339,9 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
       if (_crossed(before, step, t.checkpoint_every) or done
           or valid_bits is not None):
         save(valid_bits)
+      if is_main and (_crossed(before, step, t.sample_every)
+                      or (done and t.sample_every)):
+        write_samples(config, mcfg, graphdef, params, workdir, step)
   finally:
     bar.close()
     log.close()

@@ -55,7 +55,8 @@ def assert_trees_equal(a, b):
 def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
                                                          tmp_path, capsys):
   config = tiny_config(tiny_dataset, num_steps=4 * WINDOWS_PER_BATCH,
-                       eval_every=2 * WINDOWS_PER_BATCH)
+                       eval_every=2 * WINDOWS_PER_BATCH,
+                       sample_every=4 * WINDOWS_PER_BATCH, sample_seconds=0.05)
   result = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   records = metrics_lib.read(str(tmp_path / "run" / "metrics.jsonl"))
   train = [r["bits"] for r in records if r["kind"] == "train"]
@@ -77,6 +78,10 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
   assert prov["packages"]["jax"] == jax.__version__
   assert [r for r in records if r["kind"] == "compile"][0]["seconds"] > 0
   assert checkpoint_lib.Checkpointer(str(run)).latest_step() == result["step"]
+  samples = run / "samples" / f"step{result['step']}"
+  assert sorted(p.name for p in samples.glob("*.wav")) == [
+      "bells_seed0_t1.wav", "organ_seed1_t1.wav", "wind_seed2_t1.wav"]
+  assert (samples / "spectrograms.png").exists()
 
   assert evaluate.main(["--workdir", str(run), "--split", "test"]) == 0
   out = capsys.readouterr().out
