@@ -12,6 +12,9 @@ endif
 
 .PHONY: test demo install
 
+DEMO_DATA := data/demo_prepared
+DEMO_RUN := runs/demo
+
 $(STAMP): setup.cfg pyproject.toml
 	@[ -n "$(VIRTUAL_ENV)" ] || [ -x .venv/bin/python ] || $(PYTHON) -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
@@ -22,3 +25,23 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The demo: prepare the bundled piano/violin data, train configs/demo.py,
+# generate a few seconds per class, evaluate. A second run reuses the
+# prepared data and the finished (or resumes the unfinished) training run.
+demo: $(STAMP)
+	@if [ -f $(DEMO_DATA)/manifest.json ]; then \
+	  echo "Reusing the prepared demo data in $(DEMO_DATA)"; \
+	else \
+	  $(PY) -m csrnn_jax.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
+	fi
+	$(PY) train.py --config configs/demo.py --workdir $(DEMO_RUN)
+	$(PY) sample.py --workdir $(DEMO_RUN) --seconds 3 --num 2 --temperature 0.95 \
+	  --out $(DEMO_RUN)/samples/demo
+	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test
+	@echo
+	@echo "Demo outputs:"
+	@echo "  wav files:        $(DEMO_RUN)/samples/demo/*.wav"
+	@echo "  spectrograms:     $(DEMO_RUN)/samples/demo/spectrograms.png"
+	@echo "  loss curve:       $(DEMO_RUN)/loss_curve.png"
+	@echo "  evaluation table: $(DEMO_RUN)/eval_test_step*.json (printed above)"
