@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
       learn_h0=True,
       quantization="linear",  # linear | mu-law | linear-minmax
       sample_input="taps",  # taps | conv (the plain reference)
+      gru_backend="auto",  # auto | scan (the reference) | fused | pallas
   ))
   c.data = ml_collections.ConfigDict(dict(
       dataset_dir="",  # a folder written by csrnn-prepare

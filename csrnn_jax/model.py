@@ -25,6 +25,7 @@ from csrnn_jax.kernels import gru as gru_kernels
 from csrnn_jax.kernels import taps
 
 SAMPLE_INPUTS = ("taps", "conv")
+GRU_BACKENDS = ("auto",) + gru_kernels.BACKENDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ModelConfig:
   learn_h0: bool = True
   quantization: str = "linear"
   sample_input: str = "taps"  # "conv" is the plain reference path.
+  gru_backend: str = "auto"  # auto | scan (reference) | fused | pallas
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
@@ -64,10 +66,20 @@ class ModelConfig:
         raise ValueError(
             f"model.{name}={value!r} must be an integer >= {low}")
     audio.check_quantization(self.quantization)
+    if self.gru_backend not in GRU_BACKENDS:
+      raise ValueError(
+          f"model.gru_backend={self.gru_backend!r} is unknown; allowed "
+          f"values: {', '.join(GRU_BACKENDS)}")
     if self.sample_input not in SAMPLE_INPUTS:
       raise ValueError(
           f"model.sample_input={self.sample_input!r} is unknown; allowed "
           f"values: {', '.join(SAMPLE_INPUTS)}")
+
+  @property
+  def resolved_gru_backend(self) -> str:
+    """``auto`` is ``fused`` on every platform: the Pallas kernel is kept for
+    GPU/TPU experiments but has not been measured faster there."""
+    return "fused" if self.gru_backend == "auto" else self.gru_backend
 
   @property
   def num_tiers(self) -> int:
@@ -152,6 +164,7 @@ class FrameTier(nnx.Module):
   def __init__(self, cfg: ModelConfig, frame_size: int, ratio: int,
                rngs: nnx.Rngs):
     self.frame_size, self.ratio = frame_size, ratio
+    self.gru_backend = cfg.resolved_gru_backend
     dim, in_dim = cfg.dim, frame_size + cfg.cond_dim
     self.input = Weight(_kaiming_uniform(rngs, (in_dim, dim), in_dim),
                         cfg.weight_norm, keep_axis=1)
@@ -185,8 +198,8 @@ class FrameTier(nnx.Module):
     """The n_rnn GRU layers over T frames: returns (h_BxTxD, last h_LxBxD)."""
     x_BxTxD, h_last = in_BxTxD, []
     for layer, h_BxD in zip(self.gru, h_LxBxD):
-      x_BxTxD, h_BxD = gru_kernels.gru_sequence(x_BxTxD, h_BxD,
-                                                *layer.weights())
+      x_BxTxD, h_BxD = gru_kernels.gru_sequence(
+          x_BxTxD, h_BxD, *layer.weights(), backend=self.gru_backend)
       h_last.append(h_BxD)
     return x_BxTxD, jnp.stack(h_last)
 

@@ -1,4 +1,4 @@
-"""GRU with PyTorch's equations, one layer over a sequence.
+"""GRU with PyTorch's equations, one layer over a sequence, three backends.
 
     r = sigmoid(x W_ir + b_ir + h W_hr + b_hr)
     z = sigmoid(x W_iz + b_iz + h W_hz + b_hz)
@@ -8,21 +8,41 @@
 Weights are stored for ``x @ W``: ``w_ih`` (D_in, 3H), ``w_hh`` (H, 3H), biases
 (3H,), gate order r, z, n (as torch.nn.GRU). flax's GRUCell has no b_hn, so it
 cannot express the reference and is not used.
+
+Backends of ``gru_sequence`` (DESIGN §6), all the same function:
+
+- ``scan``: the reference; a plain ``lax.scan`` of the whole cell, autodiff.
+- ``fused``: the input projection for all T steps is one matmul before the
+  scan; a ``custom_vjp`` whose forward saves only the hidden states (T, B, H)
+  and whose backward is one reverse scan that recomputes the gates. Less
+  memory than autodiff's saved gates, and one big matmul for the input side.
+- ``pallas``: the recurrence as one Pallas kernel that loops over T with the
+  recurrent weights resident (for GPU/TPU); on CPU it runs in interpret mode
+  (tests). Its backward is the fused reverse scan.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
+BACKENDS = ("scan", "fused", "pallas")
 
-def gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh):
-  """One step given the input projection ``x W_ih + b_ih`` (B, 3H)."""
-  hp_Bx3H = h_BxH @ w_hh + b_hh
+
+def _gates(xp_Bx3H, hp_Bx3H):
+  """(r, z, n) from the input and hidden projections (biases included)."""
   xr, xz, xn = jnp.split(xp_Bx3H, 3, axis=-1)
   hr, hz, hn = jnp.split(hp_Bx3H, 3, axis=-1)
   r = jax.nn.sigmoid(xr + hr)
   z = jax.nn.sigmoid(xz + hz)
   n = jnp.tanh(xn + r * hn)
+  return r, z, n, hn
+
+
+def gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh):
+  """One step given the input projection ``x W_ih + b_ih`` (B, 3H)."""
+  _, z, n, _ = _gates(xp_Bx3H, h_BxH @ w_hh + b_hh)
   return (1.0 - z) * n + z * h_BxH
 
 
@@ -31,17 +51,104 @@ def gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh):
   return gru_cell_from_projection(x_BxD @ w_ih + b_ih, h_BxH, w_hh, b_hh)
 
 
-def gru_sequence(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh):
-  """One GRU layer over a sequence: returns (h_BxTxH, h_last_BxH).
+def _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh):
+  def step(h_BxH, x_BxD):
+    h_BxH = gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh)
+    return h_BxH, h_BxH
 
-  The input projection for all T steps is one matmul before the scan; the scan
-  carries only the hidden state.
-  """
-  xp_TxBx3H = jnp.swapaxes(x_BxTxD @ w_ih + b_ih, 0, 1)
+  _, h_TxBxH = jax.lax.scan(step, h0_BxH, jnp.swapaxes(x_BxTxD, 0, 1))
+  return h_TxBxH
 
+
+def _recurrence_scan(xp_TxBx3H, h0_BxH, w_hh, b_hh):
+  """Hidden states (T, B, H) given all input projections."""
   def step(h_BxH, xp_Bx3H):
     h_BxH = gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh)
     return h_BxH, h_BxH
 
-  h_last_BxH, h_TxBxH = jax.lax.scan(step, h0_BxH, xp_TxBx3H)
-  return jnp.swapaxes(h_TxBxH, 0, 1), h_last_BxH
+  _, h_TxBxH = jax.lax.scan(step, h0_BxH, xp_TxBx3H)
+  return h_TxBxH
+
+
+def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh):
+  """The recurrence as one Pallas kernel: a loop over T inside the kernel,
+  w_hh loaded once. Interpret mode off GPU/TPU."""
+  from jax.experimental import pallas as pl
+
+  t_len = xp_TxBx3H.shape[0]
+
+  def kernel(xp_ref, h0_ref, w_ref, b_ref, out_ref):
+    w_hh_HxG, b_hh_G = w_ref[...], b_ref[...]
+
+    def body(t, h_BxH):
+      h_BxH = gru_cell_from_projection(xp_ref[t], h_BxH, w_hh_HxG, b_hh_G)
+      out_ref[t] = h_BxH
+      return h_BxH
+
+    jax.lax.fori_loop(0, t_len, body, h0_ref[...])
+
+  interpret = jax.default_backend() not in ("gpu", "tpu")
+  return pl.pallas_call(
+      kernel, out_shape=jax.ShapeDtypeStruct(
+          (t_len,) + h0_BxH.shape, h0_BxH.dtype),
+      interpret=interpret)(xp_TxBx3H, h0_BxH, w_hh, b_hh[None])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence):
+  return recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh)
+
+
+def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence):
+  h_TxBxH = recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh)
+  return h_TxBxH, (xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH)
+
+
+def _fused_bwd(recurrence, saved, dh_TxBxH):
+  """One reverse scan: recompute each step's gates from (x_t, h_{t-1}) and
+  push the gradient through the step."""
+  del recurrence
+  xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH = saved
+  hprev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
+
+  def step(carry, xs):
+    dh_next_BxH, dw_hh, db_hh = carry
+    xp_Bx3H, hprev_BxH, dh_out_BxH = xs
+    dh_BxH = dh_next_BxH + dh_out_BxH
+    r, z, n, hn = _gates(xp_Bx3H, hprev_BxH @ w_hh + b_hh)
+    dn = dh_BxH * (1.0 - z)
+    dz = dh_BxH * (hprev_BxH - n)
+    dn_pre = dn * (1.0 - n * n)
+    dr = dn_pre * hn
+    dr_pre = dr * r * (1.0 - r)
+    dz_pre = dz * z * (1.0 - z)
+    dxp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
+    dhp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
+    dh_prev_BxH = dh_BxH * z + dhp_Bx3H @ w_hh.T
+    dw_hh = dw_hh + hprev_BxH.T @ dhp_Bx3H
+    db_hh = db_hh + jnp.sum(dhp_Bx3H, axis=0)
+    return (dh_prev_BxH, dw_hh, db_hh), dxp_Bx3H
+
+  init = (jnp.zeros_like(h0_BxH), jnp.zeros_like(w_hh), jnp.zeros_like(b_hh))
+  (dh0_BxH, dw_hh, db_hh), dxp_TxBx3H = jax.lax.scan(
+      step, init, (xp_TxBx3H, hprev_TxBxH, dh_TxBxH), reverse=True)
+  return dxp_TxBx3H, dh0_BxH, dw_hh, db_hh
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def gru_sequence(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
+                 backend: str = "fused"):
+  """One GRU layer over a sequence: returns (h_BxTxH, h_last_BxH)."""
+  if backend == "scan":
+    h_TxBxH = _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh)
+  elif backend in ("fused", "pallas"):
+    xp_TxBx3H = jnp.swapaxes(x_BxTxD @ w_ih + b_ih, 0, 1)
+    recurrence = (_recurrence_pallas if backend == "pallas"
+                  else _recurrence_scan)
+    h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence)
+  else:
+    raise ValueError(f"GRU backend {backend!r} is unknown; allowed values: "
+                     f"{', '.join(BACKENDS)}")
+  return jnp.swapaxes(h_TxBxH, 0, 1), h_TxBxH[-1]
