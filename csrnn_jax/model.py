@@ -22,6 +22,7 @@ from flax import nnx
 
 from csrnn_jax import audio
 from csrnn_jax.kernels import gru as gru_kernels
+from csrnn_jax.kernels import sample_step
 from csrnn_jax.kernels import taps
 
 SAMPLE_INPUTS = ("taps", "conv")
@@ -253,9 +254,9 @@ class SampleMLP(nnx.Module):
 
   def head(self, features_BxTxD, c_BxTxD):
     """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q)."""
-    h = jax.nn.relu(features_BxTxD + c_BxTxD)
-    h = jax.nn.relu(h @ self.hidden() + self.hidden_bias[...])
-    return h @ self.output() + self.output_bias[...]
+    return sample_step.head_jnp(features_BxTxD, c_BxTxD, self.hidden(),
+                                self.hidden_bias[...], self.output(),
+                                self.output_bias[...])
 
 
 def cond_per_frame(cond, batch_size: int, n_frames: int, frame_size: int,

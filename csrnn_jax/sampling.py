@@ -25,6 +25,7 @@ import numpy as np
 
 from csrnn_jax import audio
 from csrnn_jax import model as model_lib
+from csrnn_jax.kernels import sample_step
 
 STARTS = ("h0", "zeros")
 
@@ -41,8 +42,10 @@ class SamplingOptions:
   """Options that change the compiled program (static)."""
   top_k: int = 0  # 0: off
   top_p: float = 1.0  # 1.0: off
+  backend: str = "fused"  # the inner step: scan (reference) | fused | pallas
 
   def __post_init__(self):
+    sample_step.check_backend(self.backend)
     if self.top_k < 0:
       raise ValueError(f"top_k={self.top_k} must be >= 0 (0 turns it off)")
     if not 0.0 < self.top_p <= 1.0:
@@ -104,59 +107,90 @@ def prime(m: model_lib.CSampleRNN, state: GenState, prime_BxP, cond_BxC):
   return GenState(carry, prime_BxP[:, -lookback:])
 
 
-def _sample_level(m, tables, c_BxRxD, buf_BxL2, base, cond_ctx):
-  """Innermost scan: one sample per tier-2 vector."""
-  keys_B, temperature_B, options, start_index, lookback = cond_ctx
-  fs1 = m.cfg.frame_sizes[0]
+class _Frame(NamedTuple):
+  """Scan state inside one top frame: GRU states, the samples of the previous
+  and the current top frame (B, 2 FS(K)), the running tap sums (FS(1), B, dim)
+  and the log-probabilities of the current frame's samples (B, FS(K))."""
+  carry: tuple
+  buf_BxL2: jax.Array
+  acc_FxBxD: jax.Array
+  logp_BxL: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  """What the nested scans close over."""
+  m: model_lib.CSampleRNN
+  tables_FxQxD: jax.Array
+  push_QxFxD: jax.Array
+  keys_B: jax.Array
+  temperature_B: jax.Array
+  options: "SamplingOptions"
+  frame_start: jax.Array  # absolute index of the top frame's first sample
+
+  def head(self, features_BxD, c_BxD):
+    mlp = self.m.mlp
+    head = (sample_step.head_pallas if self.options.backend == "pallas"
+            else sample_step.head_jnp)
+    return head(features_BxD, c_BxD, mlp.hidden(), mlp.hidden_bias[...],
+                mlp.output(), mlp.output_bias[...])
+
+
+def _samples(ctx: _Context, c_BxRxD, state: _Frame, base):
+  """Innermost scan: one sample per tier-2 vector, starting at ``base``."""
+  lookback, fs1 = ctx.m.cfg.lookback, ctx.m.cfg.frame_sizes[0]
 
   def body(state, xs):
-    buf_BxL2, logp_BxL = state
     j, c_BxD = xs
-    pos = lookback + base + j
-    prev_BxF = jax.lax.dynamic_slice_in_dim(buf_BxL2, pos - fs1, fs1, axis=1)
-    logits_BxQ = m.sample_logits(prev_BxF, c_BxD, tables)
+    pos = base + j
+    if ctx.options.backend == "scan":
+      prev_BxF = jax.lax.dynamic_slice_in_dim(state.buf_BxL2,
+                                              lookback + pos - fs1, fs1, 1)
+      features_BxD = sample_step.scan_features(ctx.tables_FxQxD, prev_BxF)
+    else:
+      features_BxD = state.acc_FxBxD[0]
+    logits_BxQ = ctx.head(features_BxD, c_BxD)
     step_keys = jax.vmap(jax.random.fold_in, (0, None))(
-        keys_B, start_index + base + j)
-    x_B = draw(logits_BxQ, step_keys, temperature_B, options)
+        ctx.keys_B, ctx.frame_start + pos)
+    x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options)
     logp_Bx1 = jnp.take_along_axis(jax.nn.log_softmax(logits_BxQ, axis=-1),
                                    x_B[:, None], 1)
-    buf_BxL2 = jax.lax.dynamic_update_slice_in_dim(buf_BxL2, x_B[:, None],
-                                                   pos, axis=1)
-    logp_BxL = jax.lax.dynamic_update_slice_in_dim(logp_BxL, logp_Bx1,
-                                                   base + j, axis=1)
-    return (buf_BxL2, logp_BxL), None
+    acc = state.acc_FxBxD
+    if ctx.options.backend != "scan":
+      acc = sample_step.push(ctx.push_QxFxD, acc, x_B)
+    return state._replace(
+        buf_BxL2=jax.lax.dynamic_update_slice_in_dim(
+            state.buf_BxL2, x_B[:, None], lookback + pos, 1),
+        acc_FxBxD=acc,
+        logp_BxL=jax.lax.dynamic_update_slice_in_dim(
+            state.logp_BxL, logp_Bx1, pos, 1)), None
 
-  n = c_BxRxD.shape[1]
-  return body, (jnp.arange(n), jnp.swapaxes(c_BxRxD, 0, 1))
+  xs = (jnp.arange(c_BxRxD.shape[1]), jnp.swapaxes(c_BxRxD, 0, 1))
+  return jax.lax.scan(body, state, xs)[0]
 
 
-def _run_below(m, tables, tier_index, vectors_BxRxD, carry, buf_BxL2, logp_BxL,
-               base, cond_BxC, ctx):
+def _run_below(ctx: _Context, tier_index, vectors_BxRxD, state: _Frame, base,
+               cond_BxC):
   """Consume the vectors tier ``tier_index + 1`` emitted for one of its frames:
   run tier ``tier_index`` (or the MLP when -1) once per vector."""
-  lookback = ctx[-1]
   if tier_index < 0:
-    body, xs = _sample_level(m, tables, vectors_BxRxD, buf_BxL2, base, ctx)
-    (buf_BxL2, logp_BxL), _ = jax.lax.scan(body, (buf_BxL2, logp_BxL), xs)
-    return carry, buf_BxL2, logp_BxL
-  n = m.cfg.frame_sizes[tier_index + 1]
+    return _samples(ctx, vectors_BxRxD, state, base)
+  m = ctx.m
+  n, lookback = m.cfg.frame_sizes[tier_index + 1], m.cfg.lookback
 
   def body(state, xs):
-    carry, buf_BxL2, logp_BxL = state
     j, upper_BxD = xs
     pos = base + j * n
-    frame_BxN = jax.lax.dynamic_slice_in_dim(buf_BxL2, lookback + pos - n, n,
-                                             axis=1)
+    frame_BxN = jax.lax.dynamic_slice_in_dim(state.buf_BxL2,
+                                             lookback + pos - n, n, 1)
     vectors, h = m.frame_step(tier_index, frame_BxN, cond_BxC, upper_BxD,
-                              carry[tier_index])
-    carry = carry[:tier_index] + (h,) + carry[tier_index + 1:]
-    return _run_below(m, tables, tier_index - 1, vectors, carry, buf_BxL2,
-                      logp_BxL, pos, cond_BxC, ctx), None
+                              state.carry[tier_index])
+    carry = state.carry[:tier_index] + (h,) + state.carry[tier_index + 1:]
+    return _run_below(ctx, tier_index - 1, vectors,
+                      state._replace(carry=carry), pos, cond_BxC), None
 
   xs = (jnp.arange(vectors_BxRxD.shape[1]), jnp.swapaxes(vectors_BxRxD, 0, 1))
-  (carry, buf_BxL2, logp_BxL), _ = jax.lax.scan(
-      body, (carry, buf_BxL2, logp_BxL), xs)
-  return carry, buf_BxL2, logp_BxL
+  return jax.lax.scan(body, state, xs)[0]
 
 
 def generate_segment(m, state: GenState, cond_BxFxC, keys_B, temperature_B,
@@ -167,29 +201,32 @@ def generate_segment(m, state: GenState, cond_BxFxC, keys_B, temperature_B,
   log-probability under the untempered model). ``start_index`` is the
   absolute index of the first sample (for the per-sample keys).
   """
-  lookback = m.cfg.lookback
+  lookback, fs1 = m.cfg.lookback, m.cfg.frame_sizes[0]
   top = len(m.frame_tiers) - 1
-  tables = m.mlp.tables()
+  tables_FxQxD = m.mlp.tables()
   b = state.last_frame_BxL.shape[0]
-  ctx = (keys_B, temperature_B, options, start_index, lookback)
 
   def top_frame(gen, xs):
-    carry, last_BxL = gen
+    carry, last_BxL, acc_FxBxD = gen
     f, cond_BxC = xs
     vectors, h = m.frame_step(top, last_BxL, cond_BxC, None, carry[top])
-    carry = carry[:top] + (h,)
-    buf_BxL2 = jnp.concatenate(
-        [last_BxL, jnp.zeros((b, lookback), jnp.int32)], axis=1)
-    sub_ctx = ctx[:3] + (start_index + f * lookback, lookback)
-    carry, buf_BxL2, logp_BxL = _run_below(
-        m, tables, top - 1, vectors, carry, buf_BxL2,
-        jnp.zeros((b, lookback)), 0, cond_BxC, sub_ctx)
-    frame_BxL = buf_BxL2[:, lookback:]
-    return (carry, frame_BxL), (frame_BxL, logp_BxL)
+    ctx = _Context(m, tables_FxQxD, push_QxFxD, keys_B, temperature_B,
+                   options, start_index + f * lookback)
+    frame = _Frame(
+        carry[:top] + (h,),
+        jnp.concatenate([last_BxL, jnp.zeros((b, lookback), jnp.int32)], 1),
+        acc_FxBxD, jnp.zeros((b, lookback)))
+    frame = _run_below(ctx, top - 1, vectors, frame, 0, cond_BxC)
+    frame_BxL = frame.buf_BxL2[:, lookback:]
+    return ((frame.carry, frame_BxL, frame.acc_FxBxD),
+            (frame_BxL, frame.logp_BxL))
 
+  push_QxFxD = sample_step.push_tables(tables_FxQxD)
+  acc_FxBxD = sample_step.initial_sums(tables_FxQxD,
+                                       state.last_frame_BxL[:, -fs1:])
   xs = (jnp.arange(cond_BxFxC.shape[1]), jnp.swapaxes(cond_BxFxC, 0, 1))
-  (carry, last), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
-      top_frame, (state.carry, state.last_frame_BxL), xs)
+  (carry, last, _), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
+      top_frame, (state.carry, state.last_frame_BxL, acc_FxBxD), xs)
   flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(b, -1)
   return GenState(carry, last), flat(frames_FxBxL), flat(logp_FxBxL)
 

@@ -71,3 +71,38 @@ def test_model_with_backend_matches_reference(backend, n_rnn, cond_dim):
   for a, b in zip(jax.tree_util.tree_leaves(fast_grads),
                   jax.tree_util.tree_leaves(ref_grads)):
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_running_tap_sums_equal_lookups():
+  from csrnn_jax.kernels import sample_step, taps
+  tables = jax.random.normal(jax.random.key(0), (4, 256, 8))
+  x = random_x(2, 12)
+  acc = sample_step.initial_sums(tables, x[:, :4])
+  push = sample_step.push_tables(tables)
+  for p in range(4, 12):
+    # acc[0] is the input of position p: the taps over x[p-4:p].
+    np.testing.assert_allclose(acc[0], taps.taps_input(tables, x[:, p - 4:p])
+                               [:, 0], atol=1e-5)
+    acc = sample_step.push(push, acc, x[:, p])
+    np.testing.assert_allclose(
+        acc, sample_step.initial_sums(tables, x[:, p - 3:p + 1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["fused", "pallas"])
+@pytest.mark.parametrize("n_rnn,cond_dim", [(1, 0), (2, 3)])
+def test_generation_step_backends_match_scan(backend, n_rnn, cond_dim):
+  from csrnn_jax import sampling
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn,
+                      cond_dim=cond_dim)
+  graphdef, params = make(cfg)
+  gen = sampling.Generator(graphdef, params)
+  cond = np.ones((2, cond_dim), np.float32)
+  prime = random_x(2, 20)
+  ref_x, ref_logp = gen.generate(
+      cond, [3, 4], 48, options=sampling.SamplingOptions(backend="scan"),
+      prime_BxP=prime)
+  x, logp = gen.generate(cond, [3, 4], 48,
+                         options=sampling.SamplingOptions(backend=backend),
+                         prime_BxP=prime)
+  np.testing.assert_array_equal(x, ref_x)
+  np.testing.assert_allclose(logp, ref_logp, atol=1e-5)
