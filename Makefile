@@ -10,7 +10,7 @@ else
   STAMP := .venv/.csrnn-jax-installed
 endif
 
-.PHONY: test demo install
+.PHONY: test demo demo-run install
 
 DEMO_DATA := data/demo_prepared
 DEMO_RUN := runs/demo
@@ -29,15 +29,23 @@ test: $(STAMP)
 # The demo: prepare the bundled piano/violin data, train configs/demo.py,
 # generate a few seconds per class, evaluate. A second run reuses the
 # prepared data and the finished (or resumes the unfinished) training run.
-demo: $(STAMP)
+# `demo-run` is the same without the install step (tests call it with a tiny
+# model through DEMO_FLAGS).
+DEMO_FLAGS ?=
+DEMO_SECONDS ?= 3
+
+demo: $(STAMP) demo-run
+
+demo-run:
 	@if [ -f $(DEMO_DATA)/manifest.json ]; then \
 	  echo "Reusing the prepared demo data in $(DEMO_DATA)"; \
 	else \
 	  $(PY) -m csrnn_jax.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
 	fi
-	$(PY) train.py --config configs/demo.py --workdir $(DEMO_RUN)
-	$(PY) sample.py --workdir $(DEMO_RUN) --seconds 3 --num 2 --temperature 0.95 \
-	  --out $(DEMO_RUN)/samples/demo
+	$(PY) train.py --config configs/demo.py --workdir $(DEMO_RUN) \
+	  --config.data.dataset_dir=$(DEMO_DATA) $(DEMO_FLAGS)
+	$(PY) sample.py --workdir $(DEMO_RUN) --seconds $(DEMO_SECONDS) --num 2 \
+	  --temperature 0.95 --out $(DEMO_RUN)/samples/demo
 	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test
 	@echo
 	@echo "Demo outputs:"

@@ -8,27 +8,14 @@ Run:
     python train.py --config configs/ambient.py --workdir runs/ambient
 Hardware: one GPU (the paper trained 24-30 h on one GPU); on a 2-core CPU this
 model is far too slow to train (use configs/demo.py there).
-Expected: valid NLL around 2 bits/sample after a day (the paper does not
-report NLL; this figure is what SampleRNN models of this size reach on music).
+Expected: not yet measured with this code (no GPU run so far); the paper
+reports no NLL, only listening (samples at its step 60k-ish checkpoints).
 """
 from csrnn_jax import configlib
 
 
 def get_config():
-  config = configlib.base_config()
-  config.name = "ambient"
-  config.model.frame_sizes = (16, 16, 64)
-  config.model.dim = 1024
-  config.model.n_rnn = 1
-  config.model.q_levels = 256
+  config = configlib.paper_config("ambient")
   config.model.cond_dim = 4
-  config.data.dataset_dir = "data/ambient"
   config.data.class_names = ("happy", "sad", "space", "creepy")
-  config.train.batch_size = 128
-  config.train.seq_len = 1024
-  config.train.learning_rate = 1e-3
-  config.train.num_steps = 250_000
-  config.train.eval_every = 2_500
-  config.train.checkpoint_every = 1_000
-  config.train.sample_every = 10_000
   return config

@@ -61,6 +61,27 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def paper_config(name: str) -> ml_collections.ConfigDict:
+  """The paper's model and training (shared by its experiments): 3 tiers,
+  frame sizes (16, 16, 64), 1 GRU layer of 1024, Q = 256, batch 128, TBPTT
+  windows of 1024, Adam lr 1e-3 after element-wise clipping."""
+  config = base_config()
+  config.name = name
+  config.model.frame_sizes = (16, 16, 64)
+  config.model.dim = 1024
+  config.model.n_rnn = 1
+  config.model.q_levels = 256
+  config.data.dataset_dir = f"data/{name}"
+  config.train.batch_size = 128
+  config.train.seq_len = 1024
+  config.train.learning_rate = 1e-3
+  config.train.num_steps = 250_000
+  config.train.eval_every = 2_500
+  config.train.checkpoint_every = 1_000
+  config.train.sample_every = 10_000
+  return config
+
+
 def _check_keys(config, reference, prefix=""):
   for key in config.keys():
     path = f"{prefix}{key}"

@@ -1,0 +1,160 @@
+"""One table of runs, the closing step of a reproducibility study.
+
+    python -m csrnn_jax.report RUN [RUN ...] [--out DIR]
+
+For every run directory: config name, seed, steps, bits per sample on train
+(the last train record), valid (the last valid record, overall and per
+class) and test (the newest ``eval_test_step<N>.json``, written by
+``python -m csrnn_jax.evaluate --workdir RUN --split test``), training time
+(the sum of the train records' seconds: compilation, evaluation and
+checkpoints excluded, each step counted once across resumes) and the code
+revision(s) its sessions ran. The table is printed and written as
+``report.md`` and ``report.csv`` in DIR (default: the folder that holds the
+runs), with ``report_loss.png``, the runs' loss curves on one plot.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import plots
+
+FIXED_COLUMNS = ("run", "config", "seed", "steps", "train_bits", "valid_bits",
+                 "test_bits")
+TAIL_COLUMNS = ("train_seconds", "code_revision")
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _newest_eval(workdir: str, split: str) -> dict | None:
+  """The ``eval_<split>_step<N>.json`` with the largest N, or None."""
+  found = []
+  for path in glob.glob(os.path.join(workdir, f"eval_{split}_step*.json")):
+    match = re.fullmatch(rf"eval_{split}_step(\d+)\.json",
+                         os.path.basename(path))
+    if match:
+      found.append((int(match.group(1)), path))
+  return _read_json(max(found)[1]) if found else None
+
+
+def run_row(workdir: str) -> dict:
+  """One run's row: the FIXED_COLUMNS, ``valid/<class>`` per class, then the
+  TAIL_COLUMNS; a value the run lacks is None."""
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(config_path):
+    raise FileNotFoundError(
+        f"{workdir}: no config.json, so not a run directory; pass folders "
+        "that train.py wrote (its --workdir)")
+  config = _read_json(config_path)
+  records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
+  train = [r for r in records if r["kind"] == "train"]
+  valid = [r for r in records if r["kind"] == "valid"]
+  test = _newest_eval(workdir, "test")
+  provenance_path = os.path.join(workdir, "provenance.json")
+  sessions = (_read_json(provenance_path)["sessions"]
+              if os.path.isfile(provenance_path) else [])
+  revisions = list(dict.fromkeys(s["code_revision"] for s in sessions))
+  row = {"run": workdir, "config": config["name"], "seed": config["seed"],
+         "steps": train[-1]["step"] if train else 0,
+         "train_bits": train[-1]["bits"] if train else None,
+         "valid_bits": valid[-1]["bits"] if valid else None,
+         "test_bits": test["bits"] if test else None}
+  if valid:
+    row.update((f"valid/{k[len('bits/'):]}", v) for k, v in valid[-1].items()
+               if k.startswith("bits/"))
+  row["train_seconds"] = sum(r["seconds"] for r in train) if train else None
+  row["code_revision"] = ", ".join(revisions) or None
+  return row
+
+
+def columns(rows: list[dict]) -> list[str]:
+  """FIXED_COLUMNS, every run's per-class columns (first seen first), then
+  TAIL_COLUMNS."""
+  per_class = dict.fromkeys(k for row in rows for k in row
+                            if k.startswith("valid/"))
+  return list(FIXED_COLUMNS) + list(per_class) + list(TAIL_COLUMNS)
+
+
+def _cell(key: str, value) -> str:
+  if value is None:
+    return "-"
+  if key == "train_seconds":
+    return f"{value / 60:.1f} min"
+  if isinstance(value, float):
+    return f"{value:.3f}"
+  return str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+  """A Markdown table, bits per sample to 3 decimals, time in minutes."""
+  keys = columns(rows)
+  header = [k.replace("_bits", " bits").replace("valid/", "valid ")
+            .replace("train_seconds", "train time")
+            .replace("code_revision", "code revision") for k in keys]
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if k in ("run", "config", "code_revision")
+                          else "---:" for k in keys) + "|"]
+  lines += ["| " + " | ".join(_cell(k, row.get(k)) for k in keys) + " |"
+            for row in rows]
+  return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+  """Full precision; an empty cell where a run lacks the value."""
+  keys = columns(rows)
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
+
+
+def report(workdirs: list[str], out_dir: str) -> dict:
+  """Writes report.md, report.csv and report_loss.png to out_dir; returns
+  {"rows", "markdown", "md", "csv", "png"}."""
+  rows = [run_row(w) for w in workdirs]
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {name: os.path.join(out_dir, f"report{suffix}") for name, suffix in
+           (("md", ".md"), ("csv", ".csv"), ("png", "_loss.png"))}
+  table = markdown(rows)
+  with open(paths["md"], "w") as f:
+    f.write(table + "\n")
+  write_csv(rows, paths["csv"])
+  plots.loss_curves(
+      {w: metrics_lib.read(os.path.join(w, "metrics.jsonl")) for w in workdirs},
+      paths["png"])
+  return {"rows": rows, "markdown": table, **paths}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m csrnn_jax.report",
+      description=__doc__.split("\n\n")[0])
+  parser.add_argument("runs", nargs="+", help="run directories (--workdir)")
+  parser.add_argument("--out", help="where report.md, report.csv and "
+                      "report_loss.png go (default: the runs' common folder)")
+  args = parser.parse_args(argv)
+  workdirs = [os.path.normpath(w) for w in args.runs]
+  out_dir = args.out or os.path.commonpath(
+      [os.path.dirname(os.path.abspath(w)) for w in workdirs])
+  try:
+    result = report(workdirs, out_dir)
+  except (FileNotFoundError, json.JSONDecodeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(result["markdown"])
+  print(f"\nwrote {result['md']}, {result['csv']} and {result['png']}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
