@@ -168,6 +168,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args()
+  load_start = os.getloadavg()[0]
   n_windows = 1 if args.quick else 2
   gen_samples = 512 if args.quick else 2048
   torch_samples = 64 if args.quick else 256
@@ -212,8 +213,11 @@ def main():
                    f"{compile_s:.1f} |")
       print(lines[-1], flush=True)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-  lines += ["", f"Peak resident memory of the whole run: {peak:,.0f} MiB.",
-            ""]
+  lines += ["", f"Peak resident memory of the whole run: {peak:,.0f} MiB. "
+            f"Load average at the start {load_start:.1f}, at the end "
+            f"{os.getloadavg()[0]:.1f} (above 0 means other work shared the "
+            "cores; every row's JAX, reference and PyTorch numbers were "
+            "measured back to back).", ""]
   with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
     f.write("\n".join(lines))
 

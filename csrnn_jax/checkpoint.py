@@ -7,6 +7,11 @@ happen at chunk-batch boundaries; Orbax writes to a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous
 checkpoint intact. Kept: the last ``keep`` and the best by validation NLL.
 Everything is restored from the workdir alone: the config gives the shapes.
+
+With several processes (``sharding``) every process calls ``save`` and
+``restore`` on a shared workdir; Orbax writes each replicated array once.
+Arrays restore into the shardings of the targets given, so a checkpoint moves
+between device counts and hosts.
 """
 from __future__ import annotations
 
@@ -42,9 +47,12 @@ def _from_orbax(tree, like):
 
 
 def _abstract(tree):
+  """Restore targets: the leaves' shardings, else this process's first device
+  (not the saved one, which a run on other devices or hosts cannot use)."""
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
-                                     sharding=getattr(x, "sharding", None)),
+      lambda x: jax.ShapeDtypeStruct(
+          np.shape(x), x.dtype, sharding=getattr(x, "sharding", None) or local),
       tree)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from csrnn_jax import audio
 from csrnn_jax import model as model_lib
+from csrnn_jax import sharding
 from csrnn_jax.kernels import sample_step
 
 STARTS = ("h0", "zeros")
@@ -233,11 +234,19 @@ def generate_segment(m, state: GenState, cond_BxFxC, keys_B, temperature_B,
 
 class Generator:
   """Compiled generation for one model: ``generate`` for a batch in one call,
-  ``segments`` for long audio in pieces. Compiles once per shape/options."""
+  ``segments`` for long audio in pieces. Compiles once per shape/options.
 
-  def __init__(self, graphdef, params):
+  ``mesh``: split the batch's rows over the mesh's devices (params
+  replicated); a batch that does not divide is padded with copies of its last
+  row, which are dropped from the output.
+  """
+
+  def __init__(self, graphdef, params, mesh=None):
     self.graphdef, self.params = model_lib.fold_weight_norm(graphdef, params)
     self.cfg = model_lib.bind(self.graphdef, self.params).cfg
+    self.mesh = mesh
+    if mesh is not None:
+      self.params = sharding.replicate(self.params, mesh)
     self._segment = jax.jit(self._segment_impl, static_argnames=("options",))
     self._prime = jax.jit(self._prime_impl,
                           static_argnames=("batch_size", "start"))
@@ -289,9 +298,20 @@ class Generator:
       raise ValueError(f"the condition schedule has {cond.shape[1]} vectors;"
                        f" {num_samples} samples need {n_frames} (one per "
                        f"{lookback} samples)")
+    if self.mesh is not None:  # pad the rows to a multiple of the devices
+      rows = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)),
+                        b - 1)
+      cond, seeds, temperature_B = cond[rows], seeds[rows], temperature_B[rows]
+      prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[rows]
     keys_B = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    state = self._prime(self.params, prime_BxP, cond[:, 0], batch_size=b,
-                        start=start)
+    state = self._prime(self.params, prime_BxP, cond[:, 0],
+                        batch_size=len(seeds), start=start)
+    if self.mesh is not None:
+      state = GenState(
+          sharding.shard_batch_rows(state.carry, self.mesh, batch_axis=1),
+          sharding.shard_batch_rows(state.last_frame_BxL, self.mesh))
+      cond, keys_B, temperature_B = sharding.shard_batch_rows(
+          (cond, keys_B, temperature_B), self.mesh)
     per_segment = max(1, segment_samples // lookback)
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
@@ -300,7 +320,8 @@ class Generator:
           self.params, state, cond[:, frames], keys_B, temperature_B,
           first * lookback, options=options)
       keep = min(per_segment * lookback, num_samples - first * lookback)
-      yield np.asarray(samples_BxS[:, :keep]), np.asarray(logp_BxS[:, :keep])
+      yield (np.asarray(samples_BxS[:b, :keep]),
+             np.asarray(logp_BxS[:b, :keep]))
 
   def generate(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,

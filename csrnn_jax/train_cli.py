@@ -4,6 +4,12 @@
 ``--config`` takes a config file, or a bare name (``ambient``, ``ambient.py``)
 looked up in ./configs and in the configs/ folder beside this package's
 checkout; ``--config.train.batch_size=16`` style flags override its values.
+
+Training is data parallel over every visible device. ``--multihost`` joins
+several processes (one per host) first: ``jax.distributed.initialize`` with
+``--coordinator_address``/``--num_processes``/``--process_id``, or where
+those are not given, what JAX detects (JAX_COORDINATOR_ADDRESS, SLURM, Open
+MPI, Cloud TPU, Kubernetes). See docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -20,6 +26,17 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "run directory (default: the config's workdir, else "
     "runs/<name>); an existing run there is resumed")
+
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "several processes: call jax.distributed.initialize() "
+    "before anything touches the devices")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (with --multihost)")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "number of processes (with --multihost)")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "this process's index, 0 .. num_processes - 1 (with "
+    "--multihost)")
 
 CONFIG_DIRS = ("configs", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
@@ -53,7 +70,11 @@ def _rewrite_config_flag(argv: list[str]) -> list[str]:
 
 def _main(argv):
   del argv
-  from csrnn_jax import trainer  # after flags: keeps --help fast
+  import jax  # after flags: keeps --help fast
+  if _MULTIHOST.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  from csrnn_jax import trainer
   try:
     result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:

@@ -9,6 +9,9 @@ per-window function one dispatch at a time (debugging, reference parity).
 Checkpoints are written at chunk-batch boundaries with the data-stream
 position, so a killed run resumes exactly where its last checkpoint was: on
 CPU the parameters end bitwise equal to an uninterrupted run's.
+
+Training is data parallel over every device (of every process) unless a
+``mesh`` is given: see ``sharding`` and docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from csrnn_jax import outputs
 from csrnn_jax import plots
 from csrnn_jax import provenance
 from csrnn_jax import sampling
+from csrnn_jax import sharding as sharding_lib
 
 # Config sections that fix what a run computes; resuming with other values
 # would silently continue a different experiment.
@@ -67,12 +71,17 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   return optax.chain(clips[train_cfg.clip](), optax.adam(lr))
 
 
-def make_window_step(graphdef, tx, lookback: int):
+def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None):
   """One Adam step on one window: (params, opt_state, carry, reset,
   window_BxW, cond_BxC, mask_B) -> (params, opt_state, carry, metrics).
 
   With ``reset`` the carry is replaced by h0 inside the loss, so the learned
   h0 gets its gradient from the first window, as in the reference.
+
+  ``axis_name``: run inside ``shard_map`` over the batch, B / D rows per
+  device. Each device's loss is its rows' NLL over the whole batch's weight,
+  so the sum of the devices' gradients (one all-reduce) is the whole batch's
+  gradient, and every device applies the same Adam update.
   """
 
   def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B):
@@ -83,12 +92,17 @@ def make_window_step(graphdef, tx, lookback: int):
     logits_BxTxQ, carry = m.forward(window_BxW, cond_BxC, carry)
     nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
     weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
-    loss = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(jnp.sum(weight_BxT), 1)
+    weight = jnp.sum(weight_BxT)
+    if axis_name is not None:
+      weight = jax.lax.psum(weight, axis_name)
+    loss = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(weight, 1)
     return loss, carry
 
   def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B):
     (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, carry, reset, window_BxW, cond_BxC, mask_B)
+    if axis_name is not None:
+      loss, grads = jax.lax.psum((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = {"bits": loss / metrics_lib.LN2,
@@ -98,20 +112,26 @@ def make_window_step(graphdef, tx, lookback: int):
   return step
 
 
-def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True):
+def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
+                    mesh=None):
   """Train on every window of a chunk batch: (params, opt_state,
   windows_NxBxW, cond_BxC, mask_B) -> (params, opt_state, metrics of (N,)).
 
   ``scan_windows``: one jitted ``lax.scan`` (one dispatch); otherwise a Python
-  loop over the same jitted window step.
+  loop over the same jitted window step. ``mesh``: data parallel over its
+  ``'data'`` axis (see ``sharding``): params and opt_state replicated, the
+  batch and the carry split on B; None: one device, no collectives.
   """
-  window_step = make_window_step(graphdef, tx, lookback)
+  axis_name = None if mesh is None else sharding_lib.DATA
+  window_step = make_window_step(graphdef, tx, lookback, axis_name)
+  rows = sharding_lib.batch_spec
+  rep = sharding_lib.REPLICATED
+  data_parallel = functools.partial(sharding_lib.data_parallel, mesh=mesh)
 
   def first_carry(params, batch_size):
     return model_lib.bind(graphdef, params).initial_carry(batch_size)
 
   if scan_windows:
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
       def body(state, xs):
         params, opt_state, carry = state
@@ -125,9 +145,13 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True):
       (params, opt_state, _), metrics = jax.lax.scan(
           body, (params, opt_state, carry), (steps, windows_NxBxW))
       return params, opt_state, metrics
-    return chunk_step
+    return jax.jit(data_parallel(
+        chunk_step, in_specs=(rep, rep, rows(1), rows(), rows()),
+        out_specs=(rep, rep, rep)), donate_argnums=(0, 1))
 
-  jitted_step = jax.jit(window_step)
+  jitted_step = jax.jit(data_parallel(
+      window_step, in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows()),
+      out_specs=(rep, rep, rows(1), rep)))
 
   def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
     carry = first_carry(params, windows_NxBxW.shape[1])
@@ -186,11 +210,12 @@ def _crossed(before: int, after: int, every: int) -> bool:
   return every > 0 and after // every > before // every
 
 
-def _prepare_run(config, workdir):
+def _prepare_run(config, workdir, mesh):
   """Validate, open the data, resolve the config against it, write config."""
   configlib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
   t = config.train
+  sharding_lib.check_batch_size(t.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
   mcfg_probe = configlib.model_config(config, cond_dim=0)
   stream = data_lib.BatchStream(
       config.data.dataset_dir, "train", t.batch_size, t.seq_len,
@@ -222,8 +247,10 @@ def _prepare_run(config, workdir):
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     check_compatible(checkpoint_lib.read_config(workdir), config, workdir)
-  with open(config_path, "w") as f:
-    f.write(configlib.to_json(config))
+  if jax.process_index() == 0:  # atomic: other hosts may be reading it
+    with open(config_path + ".tmp", "w") as f:
+      f.write(configlib.to_json(config))
+    os.replace(config_path + ".tmp", config_path)
   return config, stream
 
 
@@ -257,10 +284,16 @@ def write_samples(config, mcfg, graphdef, params, workdir: str,
       metadata={"checkpoint_step": step}, progress=False)
 
 
-def train_and_evaluate(config, workdir: str | None = None) -> dict:
-  """Train (or resume) the run in ``workdir``; returns the last metrics."""
+def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
+  """Train (or resume) the run in ``workdir``; returns the last metrics.
+
+  ``mesh``: the devices to train on, data parallel (default: every device of
+  every process, ``sharding.make_mesh()``). A run may resume on another
+  device count: only the float summation order changes.
+  """
   workdir = resolve_workdir(config, workdir)
-  config, stream = _prepare_run(config, workdir)
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  config, stream = _prepare_run(config, workdir, mesh)
   is_main = jax.process_index() == 0
   if is_main:
     _record_provenance(workdir, config)
@@ -268,7 +301,7 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
   mcfg = configlib.model_config(config)
   graphdef, params = model_lib.build(mcfg, config.seed)
   tx = make_optimizer(t)
-  opt_state = tx.init(params)
+  params, opt_state = sharding_lib.replicate((params, tx.init(params)), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   step, rng = 0, jax.random.key(config.seed)
   if ckpt.latest_step() is not None:
@@ -278,8 +311,9 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
     stream.restore(meta["data_position"])
     print(f"Resuming {workdir} from step {step}.")
   log = metrics_lib.MetricsWriter(workdir, step, t.tensorboard, is_main)
-  valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid")
-  chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows)
+  valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid", mesh)
+  chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows,
+                               mesh)
   stop = _StopFlag()
   previous_handlers = _install_signal_handlers(stop)
 
@@ -288,23 +322,25 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
             "data_position": stream.position()}
     ckpt.save(step, params, opt_state, meta, valid_bits)
 
-  last, compiled = {}, False
+  last, compiled, done = {}, False, step >= t.num_steps
   bar = tqdm(total=t.num_steps, initial=min(step, t.num_steps), unit="step",
              disable=not is_main, dynamic_ncols=True)
   try:
-    while step < t.num_steps and stop.signum is None:
-      batch = next(stream)
-      windows_NxBxW = data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback)
+    while not done:
+      batch = next(stream)  # this process's rows of the global batch
+      windows_NxBxW = sharding_lib.assemble_batch_rows(
+          data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
+      cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
+          (batch.cond_BxC, batch.mask_B), mesh)
       if t.scan_windows and not compiled:
         start = time.perf_counter()  # compile once, ahead of time, to time it
         chunk_step = chunk_step.lower(
-            params, opt_state, windows_NxBxW, batch.cond_BxC,
-            batch.mask_B).compile()
+            params, opt_state, windows_NxBxW, cond_BxC, mask_B).compile()
         compiled = True
         log.write(step, "compile", {"seconds": time.perf_counter() - start})
       start = time.perf_counter()
       params, opt_state, metrics = chunk_step(
-          params, opt_state, windows_NxBxW, batch.cond_BxC, batch.mask_B)
+          params, opt_state, windows_NxBxW, cond_BxC, mask_B)
       bits_N = np.asarray(metrics["bits"])
       seconds = time.perf_counter() - start
       if not np.all(np.isfinite(bits_N)):
@@ -324,7 +360,9 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
       bar.update(min(step, t.num_steps) - min(before, t.num_steps))
       bar.set_postfix(bits=f"{last['bits']:.3f}",
                       sps=f"{last['samples_per_sec']:.0f}")
-      done = step >= t.num_steps or stop.signum is not None
+      # Every process leaves together, even if a signal reached only some.
+      done = (step >= t.num_steps
+              or sharding_lib.any_process(stop.signum is not None))
       valid_bits = None
       if _crossed(before, step, t.eval_every) or (done and t.eval_every):
         result = valid.run(params)
@@ -341,7 +379,8 @@ def train_and_evaluate(config, workdir: str | None = None) -> dict:
         save(valid_bits)
       if is_main and (_crossed(before, step, t.sample_every)
                       or (done and t.sample_every)):
-        write_samples(config, mcfg, graphdef, params, workdir, step)
+        write_samples(config, mcfg, graphdef, sharding_lib.local_copy(params),
+                      workdir, step)
   finally:
     bar.close()
     log.close()

@@ -1,0 +1,212 @@
+"""Data parallelism (DESIGN §7) on the 4 fake CPU devices of conftest: the
+sharded step equals the single-device one, checkpoints move between device
+counts, batch sizes that do not divide are refused, and two processes joined
+by jax.distributed train like one process with the whole batch."""
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
+from csrnn_jax import data as data_lib
+from csrnn_jax import evaluate
+from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import model as model_lib
+from csrnn_jax import sharding
+from csrnn_jax import trainer
+from test_trainer import final_params, tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEQ_LEN = 1024  # 7 windows per 0.5 s chunk batch: short runs, same programs
+WINDOWS = 7
+
+
+def one_device():
+  return sharding.make_mesh(jax.devices()[:1])
+
+
+def assert_trees_close(a, b, atol=1e-4):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0,
+                               atol=atol)
+
+
+def run_config(dataset, batches):
+  return tiny_config(dataset, seq_len=SEQ_LEN, num_steps=batches * WINDOWS,
+                     checkpoint_every=WINDOWS, eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_dataset, tmp_path_factory):
+  """3 chunk batches on one device, a checkpoint after each."""
+  workdir = tmp_path_factory.mktemp("sharding") / "one_device"
+  trainer.train_and_evaluate(run_config(tiny_dataset, 3), str(workdir),
+                             one_device())
+  return workdir
+
+
+def test_mesh_spans_every_device_in_process_order():
+  mesh = sharding.make_mesh()
+  assert mesh.axis_names == ("data",) and mesh.devices.size == 4
+  assert [d.id for d in mesh.devices] == sorted(d.id for d in jax.devices())
+
+
+def test_sharded_training_scan_matches_one_device(tiny_dataset):
+  """6 windows: 4 devices within 1e-4 of no mesh; a 1-device mesh bitwise."""
+  config = tiny_config(tiny_dataset)
+  mcfg = configlib.model_config(config, cond_dim=3)
+  stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
+                                mcfg.lookback, prefetch=0)
+  batch = next(stream)
+  windows_NxBxW = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:6]
+  graphdef, params = model_lib.build(mcfg, 0)
+  tx = trainer.make_optimizer(config.train)
+  single = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
+  want, _, want_metrics = single(params, tx.init(params), windows_NxBxW,
+                                 batch.cond_BxC, batch.mask_B)
+
+  for mesh, atol in ((sharding.make_mesh(), 1e-4), (one_device(), 0)):
+    _, params = model_lib.build(mcfg, 0)  # the last copy was donated
+    sharded = trainer.make_chunk_step(graphdef, tx, mcfg.lookback, mesh=mesh)
+    got, opt_state, got_metrics = sharded(
+        *sharding.replicate((params, tx.init(params)), mesh),
+        sharding.shard_batch_rows(windows_NxBxW, mesh, 1),
+        *sharding.shard_batch_rows((batch.cond_BxC, batch.mask_B), mesh))
+    assert_trees_close(got, want, atol)
+    np.testing.assert_allclose(got_metrics["bits"], want_metrics["bits"],
+                               rtol=0, atol=atol / 10)
+    for leaf in jax.tree_util.tree_leaves((got, opt_state)):
+      assert leaf.sharding.is_fully_replicated
+      assert len(leaf.devices()) == mesh.devices.size
+
+
+def test_sharded_validation_matches_one_device(tiny_dataset):
+  # 6 rows round up to 8 on 4 devices; every chunk is still scored once.
+  config = configlib.from_json(configlib.to_json(tiny_config(
+      tiny_dataset, eval_batch_size=6)))
+  config.data.class_names = ("bells", "organ", "wind")
+  mcfg = configlib.model_config(config, cond_dim=3)
+  graphdef, params = model_lib.build(mcfg, 0)
+  want = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid").run(params)
+  mesh = sharding.make_mesh()
+  got = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid", mesh).run(
+      sharding.replicate(params, mesh))
+  assert got["chunks"] == want["chunks"] == 9
+  assert got["bits"] == pytest.approx(want["bits"], abs=1e-5)
+  assert got["per_class"] == pytest.approx(want["per_class"], abs=1e-5)
+
+
+def test_batch_that_does_not_divide_names_the_nearest_sizes(tiny_dataset,
+                                                            tmp_path):
+  config = tiny_config(tiny_dataset, batch_size=6)
+  with pytest.raises(ValueError, match=r"train.batch_size=6 does not divide "
+                     r"over the 4 devices.*train.batch_size=4 or 8"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  with pytest.raises(ValueError, match=r"=2 .*set train.batch_size=4, or"):
+    sharding.check_batch_size(2, sharding.make_mesh())
+  sharding.check_batch_size(6, sharding.make_mesh(jax.devices()[:2]))
+  assert sharding.round_up_batch(6, sharding.make_mesh()) == 8
+
+
+def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
+                                                tmp_path):
+  """1 device -> 4 devices -> 1 device ends where 1 device alone does."""
+  workdir = tmp_path / "moved"
+  shutil.copytree(reference_run, workdir)
+  for step in (2 * WINDOWS, 3 * WINDOWS):
+    shutil.rmtree(workdir / "checkpoints" / str(step))
+  mesh = sharding.make_mesh()
+  trainer.train_and_evaluate(run_config(tiny_dataset, 2), str(workdir), mesh)
+
+  # The 4-device checkpoint restores into the shardings it is asked for.
+  graphdef, params = model_lib.build(
+      configlib.model_config(checkpoint_lib.read_config(str(workdir))), 1)
+  ckpt = checkpoint_lib.Checkpointer(str(workdir))
+  for target in (one_device(), mesh):
+    restored, _, meta = ckpt.restore("latest",
+                                     sharding.replicate(params, target))
+    assert meta["step"] == 2 * WINDOWS
+    for leaf in jax.tree_util.tree_leaves(restored):
+      assert leaf.sharding.mesh == target
+  ckpt.close()
+
+  trainer.train_and_evaluate(run_config(tiny_dataset, 3), str(workdir),
+                             one_device())
+  got, got_step = final_params(workdir)
+  want, want_step = final_params(reference_run)
+  assert got_step == want_step == 3 * WINDOWS
+  assert_trees_close(got, want)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(reference_run, tiny_dataset, tmp_path):
+  """2 processes x 2 CPU devices, each reading half of every batch, joined by
+  jax.distributed on localhost: the parameters of one process with the whole
+  batch (1e-4); process 0 alone writes metrics and samples."""
+  workdir = tmp_path / "two_hosts"
+  port = free_port()
+  cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
+         f"--config.data.dataset_dir={tiny_dataset}",
+         f"--config.train.seq_len={SEQ_LEN}",
+         f"--config.train.num_steps={2 * WINDOWS}",
+         f"--config.train.checkpoint_every={WINDOWS}",
+         f"--config.train.eval_every={2 * WINDOWS}",
+         f"--config.train.sample_every={2 * WINDOWS}",
+         "--config.train.sample_seconds=0.01", f"--workdir={workdir}",
+         "--multihost", f"--coordinator_address=127.0.0.1:{port}",
+         "--num_processes=2"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "2"}
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  got, got_step = final_params(workdir)
+  want, _ = checkpoint_lib.load_run(str(reference_run), 2 * WINDOWS)[3:]
+  assert got_step == 2 * WINDOWS
+  assert_trees_close(got, want)
+
+  records = metrics_lib.read(str(workdir / "metrics.jsonl"))
+  assert [r["step"] for r in records if r["kind"] == "train"] == [
+      WINDOWS, 2 * WINDOWS]
+  assert len([r for r in records if r["kind"] == "valid"]) == 1
+  prov = (workdir / "provenance.json").read_text()
+  assert '"process_count": 2' in prov and prov.count('"started"') == 1
+  assert len(list((workdir / "samples").glob("step*/*.wav"))) == 3
+
+
+def test_generation_sharded_over_devices_equals_one_device():
+  from csrnn_jax import model as model_lib
+  from csrnn_jax import sampling
+  cfg = model_lib.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2)
+  graphdef, params = model_lib.build(cfg, 0)
+  cond = np.eye(2, dtype=np.float32)[[0, 1, 1]]
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 4
+  one_x, one_logp = sampling.Generator(graphdef, params).generate(
+      cond, [1, 2, 3], 48)
+  many_x, many_logp = sampling.Generator(graphdef, params, mesh).generate(
+      cond, [1, 2, 3], 48)  # 3 rows padded to 4 and trimmed back
+  np.testing.assert_array_equal(many_x, one_x)
+  np.testing.assert_allclose(many_logp, one_logp, atol=1e-5)
