@@ -1,7 +1,10 @@
 """Negative log-likelihood of a split, overall and per class.
 
 ``python -m csrnn_jax.evaluate --workdir RUN [--split test] [--step best]``
-prints a table and writes ``RUN/eval_<split>_step<N>.json``.
+prints a table and writes ``RUN/eval_<split>_step<N>.json``. With
+``--generated DIR`` it also evaluates the wav files in DIR (as sample.py
+writes them) against the run's real data (``audio_eval``: condition accuracy,
+Frechet distance, crashes) and writes DIR/audio_eval.{json,md}.
 
 Every chunk of the split is scored once: its windows run in order with the
 hidden state carried (as in training, without gradients), and the NLL is
@@ -17,11 +20,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
+from csrnn_jax import audio_eval
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import data as data_lib
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
+from csrnn_jax import sharding as sharding_lib
 
 
 def make_chunk_nll(graphdef, lookback: int):
@@ -44,24 +50,41 @@ def make_chunk_nll(graphdef, lookback: int):
 
 
 class SplitEvaluator:
-  """Scores one split of a run's dataset; compiled once, reused."""
+  """Scores one split of a run's dataset; compiled once, reused.
 
-  def __init__(self, config, mcfg, graphdef, split: str):
+  ``mesh``: split each batch's rows over its devices (``sharding``); the eval
+  batch is rounded up to a multiple of the device count with padding rows.
+  Every process reads whole batches and gets every row's NLL back.
+  """
+
+  def __init__(self, config, mcfg, graphdef, split: str, mesh=None):
     t = config.train
     self.seq_len, self.lookback = t.seq_len, mcfg.lookback
     self.class_names = list(config.data.class_names)
+    self.mesh = mesh
+    batch_size = t.eval_batch_size
+    self.chunk_nll = make_chunk_nll(graphdef, mcfg.lookback)
+    if mesh is not None:
+      batch_size = sharding_lib.round_up_batch(batch_size, mesh)
+      rows = sharding_lib.batch_spec
+      self.chunk_nll = jax.jit(sharding_lib.data_parallel(
+          self.chunk_nll, mesh, (sharding_lib.REPLICATED, rows(1), rows()),
+          rows()), out_shardings=NamedSharding(mesh, sharding_lib.REPLICATED))
     self.stream = data_lib.BatchStream(
-        config.data.dataset_dir, split, t.eval_batch_size, t.seq_len,
+        config.data.dataset_dir, split, batch_size, t.seq_len,
         mcfg.lookback, mcfg.q_levels, mcfg.quantization, seed=config.seed,
         prefetch=0)
-    self.chunk_nll = make_chunk_nll(graphdef, mcfg.lookback)
 
   def run(self, params) -> dict:
     """{"bits": overall, "per_class": {name: bits}, "chunks": n}."""
     totals, counts, chunks = {}, {}, 0
     for batch in self.stream.eval_batches():
       windows = data_lib.windows(batch.x_BxL, self.seq_len, self.lookback)
-      nll_B = np.asarray(self.chunk_nll(params, windows, batch.cond_BxC))
+      cond_BxC = batch.cond_BxC
+      if self.mesh is not None:
+        windows = sharding_lib.shard_batch_rows(windows, self.mesh, 1)
+        cond_BxC = sharding_lib.shard_batch_rows(cond_BxC, self.mesh)
+      nll_B = np.asarray(self.chunk_nll(params, windows, cond_BxC))
       n_samples = windows.shape[0] * self.seq_len
       for nll, label, mask in zip(nll_B, batch.label_B, batch.mask_B):
         if mask == 0:
@@ -105,14 +128,22 @@ def main(argv=None) -> int:
                       choices=("train", "valid", "test"))
   parser.add_argument("--step", default="latest",
                       help="a step number, 'latest' or 'best'")
+  parser.add_argument("--generated", metavar="DIR",
+                      help="also evaluate the generated wav files in DIR")
   args = parser.parse_args(argv)
   step = int(args.step) if args.step.isdigit() else args.step
   try:
     result = evaluate_run(args.workdir, args.split, step)
+    print(format_table(result, args.split, result["step"]))
+    if args.generated:
+      audio_result = audio_eval.evaluate_generated_dir(
+          checkpoint_lib.read_config(args.workdir), args.generated)
+      print(f"\nGenerated audio in {args.generated} "
+            "(audio_eval.json, audio_eval.md):")
+      print(audio_eval.format_markdown(audio_result))
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(format_table(result, args.split, result["step"]))
   return 0
 
 
