@@ -45,11 +45,13 @@ demo-run:
 	$(PY) train.py --config configs/demo.py --workdir $(DEMO_RUN) \
 	  --config.data.dataset_dir=$(DEMO_DATA) $(DEMO_FLAGS)
 	$(PY) sample.py --workdir $(DEMO_RUN) --seconds $(DEMO_SECONDS) --num 2 \
-	  --temperature 0.95 --out $(DEMO_RUN)/samples/demo
-	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test
+	  --crash-guard --temperature 1.1 --out $(DEMO_RUN)/samples/demo
+	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test \
+	  --generated $(DEMO_RUN)/samples/demo
 	@echo
 	@echo "Demo outputs:"
 	@echo "  wav files:        $(DEMO_RUN)/samples/demo/*.wav"
 	@echo "  spectrograms:     $(DEMO_RUN)/samples/demo/spectrograms.png"
 	@echo "  loss curve:       $(DEMO_RUN)/loss_curve.png"
-	@echo "  evaluation table: $(DEMO_RUN)/eval_test_step*.json (printed above)"
+	@echo "  evaluation:       $(DEMO_RUN)/eval_test_step*.json and"
+	@echo "                    $(DEMO_RUN)/samples/demo/audio_eval.md (printed above)"

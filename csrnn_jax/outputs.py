@@ -41,8 +41,12 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
                       options=sampling.SamplingOptions(), prime_P=None,
                       start: str = "h0", segment_seconds: float = 4.0,
                       metadata: dict | None = None,
-                      progress: bool = True) -> list[str]:
-  """Writes the rows' audio to ``out_dir``; returns the wav paths."""
+                      progress: bool = True, guard=None) -> list[str]:
+  """Writes the rows' audio to ``out_dir``; returns the wav paths.
+
+  guard: a ``crash_guard.CrashGuard`` to generate with rewinds (then its own
+  segment length applies); its rewinds go into the sidecars.
+  """
   cfg = generator.cfg
   os.makedirs(out_dir, exist_ok=True)
   num_samples = max(1, int(round(seconds * sample_rate)))
@@ -54,10 +58,11 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   loglik_B = np.zeros(len(rows))
   clips = [[] for _ in rows]
   started = time.perf_counter()
-  segments = generator.segments(
-      cond_BxC, [r.seed for r in rows], num_samples,
-      [r.temperature for r in rows], options, prime_BxP, start,
-      segment_samples=int(segment_seconds * sample_rate))
+  args = (cond_BxC, [r.seed for r in rows], num_samples,
+          [r.temperature for r in rows], options, prime_BxP, start)
+  segments = (guard.segments(generator, *args) if guard else
+              generator.segments(
+                  *args, segment_samples=int(segment_seconds * sample_rate)))
   try:
     with tqdm(total=num_samples, unit="sample", unit_scale=True,
               disable=not progress, desc="generating") as bar:
@@ -74,7 +79,7 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
     for f in files:
       f.close()
   wall = time.perf_counter() - started
-  for path, row, loglik in zip(paths, rows, loglik_B):
+  for b, (path, row, loglik) in enumerate(zip(paths, rows, loglik_B)):
     sidecar = {**(metadata or {}), "condition_name": row.name,
                "condition_vector": list(row.cond), "seed": row.seed,
                "temperature": row.temperature, "top_k": options.top_k,
@@ -82,7 +87,9 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
                "primed": prime_P is not None, "seconds": seconds,
                "sample_rate": sample_rate, "log_likelihood_nats": loglik,
                "bits_per_sample": -loglik / num_samples / np.log(2),
-               "wall_seconds": wall}
+               "wall_seconds": wall,
+               "crash_guard": None if guard is None else {
+                   "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]}}
     with open(path[:-4] + ".json", "w") as f:
       json.dump(sidecar, f, indent=2)
   plots.spectrograms([np.concatenate(c) for c in clips],

@@ -22,6 +22,7 @@ import numpy as np
 from csrnn_jax import audio
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
+from csrnn_jax import crash_guard
 from csrnn_jax import outputs
 from csrnn_jax import sampling
 
@@ -89,6 +90,9 @@ def main(argv=None) -> int:
                  help="hidden state at the start: learned h0 or zeros")
   p.add_argument("--seed", type=int, default=0,
                  help="seed of the first output; the others count up")
+  p.add_argument("--crash-guard", action="store_true",
+                 help="rewind a row to its last good 0.25 s and resample it "
+                 "when the crash detector fires (csrnn_jax.crash_guard)")
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
@@ -115,7 +119,8 @@ def main(argv=None) -> int:
     paths = outputs.generate_to_files(
         sampling.Generator(graphdef, params), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
-        metadata)
+        metadata, guard=(crash_guard.CrashGuard(sample_rate)
+                         if args.crash_guard else None))
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

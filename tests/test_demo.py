@@ -13,7 +13,7 @@ def make_demo_run(tmp_path):
   return subprocess.run(
       ["make", "-s", "demo-run", f"PY={sys.executable}",
        f"DEMO_DATA={tmp_path / 'data'}", f"DEMO_RUN={tmp_path / 'run'}",
-       "DEMO_SECONDS=0.1",
+       "DEMO_SECONDS=1",
        "DEMO_FLAGS=--config.model.dim=16 --config.train.num_steps=2 "
        "--config.train.eval_every=2 --config.train.seq_len=256"],
       cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -25,8 +25,9 @@ def test_demo_pipeline_tiny(tmp_path):
   run = tmp_path / "run"
   wavs = sorted((run / "samples" / "demo").glob("*.wav"))
   assert [w.name.split("_")[0] for w in wavs] == ["piano"] * 2 + ["violin"] * 2
-  assert all(sf.info(str(w)).frames == 1600 for w in wavs)
-  for name in ("loss_curve.png", "samples/demo/spectrograms.png"):
+  assert all(sf.info(str(w)).frames == 16000 for w in wavs)
+  for name in ("loss_curve.png", "samples/demo/spectrograms.png",
+               "samples/demo/audio_eval.md"):
     assert (run / name).stat().st_size > 0
   assert "| piano |" in first.stdout and "| violin |" in first.stdout
   assert "Demo outputs:" in first.stdout

@@ -1,0 +1,152 @@
+"""Crash guard: generation that rewinds a row to its last good segment and
+resamples it when the crash detector fires (issue 10).
+
+The paper's samples "crash and become random noise"; the demo model's fall
+into a near-silent crackle (docs/results.md). A crash is a state the model
+rarely leaves, so the guard does not wait for it to end: after every segment
+(``segment_seconds``, rounded down to whole top frames) each row's newest
+audio is checked with ``audio_eval.CrashDetector``; a row that crashed goes
+back to the generator state at the start of the segment where the crash began
+and draws that stretch again with fresh randomness. After ``max_rewinds`` a
+row keeps what it has (and is no longer checked).
+
+Rows move independently, so a rewound row lags the others. Rows that never
+rewound keep the plain generator's keys and positions: their audio is exactly
+``Generator.segments``' audio for the same seeds. A rewound row's keys fold in
+(attempt, position). Audio is yielded once no rewind can reach it, so the
+guard streams like ``Generator.segments`` (same contract: (samples_BxS,
+logp_BxS) chunks, all rows the same length).
+
+It drives the Generator's compiled pieces (``_prime``, ``_segment``) itself:
+the per-segment Python loop is the point, and the compiled programs stay the
+generator's own. A generator's mesh is not used to split the rows.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from csrnn_jax import audio
+from csrnn_jax import audio_eval
+from csrnn_jax import sampling
+
+
+def _row(state: sampling.GenState, b: int) -> sampling.GenState:
+  """Row b of a batched state (carry leaves are (n_rnn, B, dim))."""
+  return sampling.GenState(
+      jax.tree_util.tree_map(lambda c: np.asarray(c[:, b]), state.carry),
+      np.asarray(state.last_frame_BxL[b]))
+
+
+def _stack(rows) -> sampling.GenState:
+  return sampling.GenState(
+      jax.tree_util.tree_map(lambda *c: jnp.stack(c, axis=1),
+                             *[r.carry for r in rows]),
+      jnp.stack([r.last_frame_BxL for r in rows]))
+
+
+class CrashGuard:
+  """``segments`` generates like ``Generator.segments`` with rewinds;
+  ``rewinds`` (per row) and ``crashes`` (per row, the detector's findings
+  that caused them) describe the last call."""
+
+  def __init__(self, sample_rate: int, segment_seconds: float = 0.25,
+               max_rewinds: int = 8,
+               detector: audio_eval.CrashDetector = audio_eval.CrashDetector()):
+    self.detector, self.max_rewinds = detector, max_rewinds
+    self.sample_rate = sample_rate
+    self.segment_samples = int(segment_seconds * sample_rate)
+    longest = max(detector.constant_seconds, detector.clip_seconds,
+                  detector.noise_seconds) + 2 * audio_eval.FRAME_SECONDS
+    # A new crash run began at most this many samples before a segment.
+    self.reach = math.ceil(longest * sample_rate)
+    self.rewinds, self.crashes = [], []
+
+  def segments(self, generator: sampling.Generator, cond_BxC, seeds,
+               num_samples: int, temperature=1.0,
+               options: sampling.SamplingOptions = sampling.SamplingOptions(),
+               prime_BxP=None, start: str = "h0"):
+    """Yields (samples_BxS, logp_BxS) until num_samples are out.
+
+    cond_BxC: one condition vector per row (no schedule). The rewind unit is
+    ``segment_seconds`` rounded down to whole top frames.
+    """
+    lookback = generator.cfg.lookback
+    cond_BxC = jnp.asarray(cond_BxC, jnp.float32)
+    seeds = np.asarray(seeds, np.uint32).reshape(-1)
+    b = len(seeds)
+    if cond_BxC.ndim != 2:
+      raise ValueError("the crash guard takes one condition vector per row")
+    generator._check(cond_BxC, b)  # pylint: disable=protected-access
+    temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
+                                     (b,))
+    if not bool(jnp.all(temperature_B > 0)):
+      raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
+    frames = max(1, self.segment_samples // lookback)
+    seg = frames * lookback
+    n_segs = math.ceil(num_samples / seg)
+    cond_BxFxC = jnp.broadcast_to(cond_BxC[:, None], (b, frames,
+                                                      cond_BxC.shape[-1]))
+    base_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    state = generator._prime(  # pylint: disable=protected-access
+        generator.params, prime_BxP, cond_BxC, batch_size=b, start=start)
+    history = [[_row(state, r)] for r in range(b)]  # state at each boundary
+    audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
+    pos, attempt = [0] * b, [0] * b
+    self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
+    sent, step = 0, 0
+    margin = math.ceil(self.reach / seg) + 1  # segments a rewind can reach
+    while min(pos) < n_segs:
+      keys_B = jnp.stack([
+          base_keys[r] if attempt[r] == 0 else jax.random.fold_in(
+              jax.random.fold_in(base_keys[r], attempt[r]), pos[r])
+          for r in range(b)])
+      state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
+      # pylint: disable-next=protected-access
+      state, samples_BxS, logp_BxS = generator._segment(
+          generator.params, state, cond_BxFxC, keys_B, temperature_B,
+          step * seg, options=options)
+      samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
+      step += 1
+      for r in range(b):
+        if pos[r] >= n_segs:
+          continue
+        keep = min(seg, num_samples - pos[r] * seg)
+        audio_rows[r].append((samples_BxS[r, :keep], logp_BxS[r, :keep]))
+        crash = (self._check(generator.cfg, audio_rows[r], seg)
+                 if self.rewinds[r] < self.max_rewinds else None)
+        if crash is not None:
+          self.crashes[r].append(crash)
+          back = int(crash["time"] * self.sample_rate) // seg
+          del audio_rows[r][back:], history[r][back + 1:]
+          pos[r] = back
+          attempt[r] += 1
+          self.rewinds[r] += 1
+        else:
+          pos[r] += 1
+          history[r].append(_row(state, r))
+      final = min(n_segs if p >= n_segs else p - margin for p in pos)
+      if final > sent:
+        yield self._concat(audio_rows, sent, final)
+        sent = final
+
+  def _check(self, cfg, segments, seg: int):
+    """The detector's crash that reaches into the row's newest segment (its
+    time counted from the row's start), or None. Only the last ``reach``
+    samples before that segment can hold the start of such a run (an older
+    one would have been caught already)."""
+    back = min(len(segments), math.ceil(self.reach / seg) + 1)
+    x = np.concatenate([s for s, _ in segments[-back:]])
+    wave = audio.dequantize(x, cfg.q_levels, cfg.quantization)
+    crash = self.detector.detect(wave, self.sample_rate)
+    if crash is not None:
+      crash["time"] += (len(segments) - back) * seg / self.sample_rate
+    return crash
+
+  @staticmethod
+  def _concat(audio_rows, first: int, last: int):
+    return tuple(np.stack([np.concatenate([seg[i] for seg in row[first:last]])
+                           for row in audio_rows]) for i in (0, 1))

@@ -1,0 +1,105 @@
+"""The crash guard (issue 10): rows that never crash are the plain
+generator's; a crashed row is rewound to the segment where its crash began and
+redrawn; the guard's rewinds reach the sidecars."""
+import json
+
+import numpy as np
+import pytest
+
+from csrnn_jax import audio_eval
+from csrnn_jax import crash_guard
+from csrnn_jax import model as M
+from csrnn_jax import outputs
+from csrnn_jax import sampling
+from test_model import randomize
+
+SR = 16000
+SEGMENT = 160  # samples: 0.01 s, 10 top frames of 16
+
+
+@pytest.fixture(scope="module")
+def gen():
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=24, cond_dim=3)
+  graphdef, params = M.build(cfg, 0)
+  return sampling.Generator(graphdef, randomize(params, 0, scale=0.2))
+
+
+class FireOnCall:
+  """A detector that reports a crash at ``time`` (s, in the window it is
+  given) on its n-th call only; rows are checked in order every step."""
+  constant_seconds = clip_seconds = noise_seconds = 0.05
+
+  def __init__(self, call: int, time: float):
+    self.call, self.time, self.calls = call, time, 0
+
+  def detect(self, wave_T, sample_rate):
+    self.calls += 1
+    if self.calls != self.call:
+      return None
+    return {"kind": "noise", "time": self.time, "seconds": 0.05}
+
+
+def guarded(gen, guard, seeds, n):
+  chunks = list(guard.segments(gen, np.eye(3)[:len(seeds)], seeds, n))
+  return (np.concatenate([s for s, _ in chunks], 1),
+          np.concatenate([l for _, l in chunks], 1))
+
+
+def test_rows_without_crashes_are_the_plain_generators(gen):
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR)
+  samples, logp = guarded(gen, guard, [3, 4], 1000)  # last segment trimmed
+  plain, plain_logp = gen.generate(np.eye(3)[:2], [3, 4], 1000)
+  np.testing.assert_array_equal(samples, plain)
+  np.testing.assert_allclose(logp, plain_logp, atol=1e-5)
+  assert guard.rewinds == [0, 0]
+
+
+def test_a_crashed_row_is_rewound_to_the_segment_of_its_onset(gen):
+  # Call 5 is row 0 after its third segment; the crash began at 0.015 s,
+  # in segment 1, so row 0 keeps segment 0 and redraws from there.
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015))
+  samples, logp = guarded(gen, guard, [3, 4], 1600)
+  plain, _ = gen.generate(np.eye(3)[:2], [3, 4], 1600)
+  assert samples.shape == logp.shape == (2, 1600)
+  assert guard.rewinds == [1, 0]
+  assert guard.crashes[0][0]["time"] == pytest.approx(0.015)
+  np.testing.assert_array_equal(samples[1], plain[1])
+  np.testing.assert_array_equal(samples[0, :SEGMENT], plain[0, :SEGMENT])
+  assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
+  again, _ = guarded(gen, crash_guard.CrashGuard(
+      SR, segment_seconds=SEGMENT / SR, detector=FireOnCall(5, 0.015)),
+                     [3, 4], 1600)
+  np.testing.assert_array_equal(again, samples)  # seeded
+
+
+def test_rewinds_stop_at_max_rewinds(gen):
+  class Always(FireOnCall):
+    def detect(self, wave_T, sample_rate):
+      return {"kind": "constant", "time": 0.0, "seconds": 0.05}
+
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 max_rewinds=3, detector=Always(0, 0.0))
+  samples, _ = guarded(gen, guard, [1], 500)
+  assert samples.shape == (1, 500) and guard.rewinds == [3]
+
+
+def test_generate_to_files_with_the_guard(gen, tmp_path):
+  rows = [outputs.Row("a", (1.0, 0.0, 0.0), 7, 1.0)]
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(3, 0.0))
+  paths = outputs.generate_to_files(gen, rows, 0.05, SR, str(tmp_path),
+                                    progress=False, guard=guard)
+  sidecar = json.loads(open(paths[0][:-4] + ".json").read())
+  assert sidecar["crash_guard"]["rewinds"] == 1
+  assert sidecar["crash_guard"]["crashes"][0]["kind"] == "noise"
+  plain = outputs.generate_to_files(gen, rows, 0.05, SR, str(tmp_path / "p"),
+                                    progress=False)
+  assert json.loads(open(plain[0][:-4] + ".json").read())["crash_guard"] is None
+
+
+def test_the_real_detector_reaches_back_far_enough():
+  # A crash run begins at most ``reach`` samples before the newest segment.
+  guard = crash_guard.CrashGuard(SR)
+  d = audio_eval.CrashDetector()
+  assert guard.reach >= d.constant_seconds * SR
