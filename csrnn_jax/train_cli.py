@@ -18,6 +18,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,6 +71,8 @@ def _rewrite_config_flag(argv: list[str]) -> list[str]:
 
 def _main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
   import jax  # after flags: keeps --help fast
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
