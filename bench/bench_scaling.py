@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -28,18 +27,7 @@ from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
 from csrnn_jax import sharding
 from csrnn_jax import trainer
-
-
-def machine() -> str:
-  cpu = platform.processor() or "unknown CPU"
-  if os.path.exists("/proc/cpuinfo"):
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  kinds = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-  return (f"{cpu}, {os.cpu_count()} cores, {len(jax.devices())} x {kinds}; "
-          f"JAX {jax.__version__}, Python {platform.python_version()}")
+from run import machine  # bench/run.py, beside this file
 
 
 def compiled_chunk_batch(cfg, batch_size, n_windows, seq_len, mesh):

@@ -46,9 +46,9 @@ def machine() -> str:
       if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
         break
-  devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-  return (f"{cpu}, {os.cpu_count()} cores, device(s): {devices}; JAX "
-          f"{jax.__version__}, Python {platform.python_version()}")
+  kinds = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+  return (f"{cpu}, {os.cpu_count()} cores, {len(jax.devices())} x {kinds}; "
+          f"JAX {jax.__version__}, Python {platform.python_version()}")
 
 
 def reference(cfg):
