@@ -13,7 +13,6 @@ summed per chunk, so a class's figure is its mean bits per sample.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 

@@ -17,7 +17,6 @@ import hashlib
 import os
 import sys
 
-import numpy as np
 
 from csrnn_jax import audio
 from csrnn_jax import checkpoint as checkpoint_lib

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import signal
 import time
@@ -258,7 +259,6 @@ def _record_provenance(workdir, config):
   path = os.path.join(workdir, "provenance.json")
   sessions = []
   if os.path.exists(path):
-    import json
     with open(path) as f:
       sessions = json.load(f).get("sessions", [])
   manifest = os.path.join(config.data.dataset_dir, "manifest.json")
