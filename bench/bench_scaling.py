@@ -44,11 +44,13 @@ def compiled_chunk_batch(cfg, batch_size, n_windows, seq_len, mesh):
   cond_BxC = np.eye(cfg.cond_dim, dtype=np.float32)[
       np.arange(batch_size) % cfg.cond_dim]
   mask_B = np.ones(batch_size, np.float32)
-  args = jax.device_put((windows_NxBxW, cond_BxC, mask_B))
+  args = jax.device_put((windows_NxBxW, cond_BxC, mask_B)) + (
+      jax.random.key(0),)
   if mesh is not None:
     params, opt_state = sharding.replicate((params, opt_state), mesh)
     args = (sharding.shard_batch_rows(windows_NxBxW, mesh, 1),
-            *sharding.shard_batch_rows((cond_BxC, mask_B), mesh))
+            *sharding.shard_batch_rows((cond_BxC, mask_B), mesh),
+            jax.random.key(0))
   step = trainer.make_chunk_step(graphdef, tx, cfg.lookback, mesh=mesh)
   start = time.perf_counter()
   step = step.lower(params, opt_state, *args).compile()

@@ -72,16 +72,17 @@ def jax_train(cfg, batch, n_windows):
                          dtype=np.int32)
   cond = np.eye(cfg.cond_dim, dtype=np.float32)[np.arange(batch) % 4]
   mask = np.ones(batch, np.float32)
+  key = jax.random.key(0)
   start = time.perf_counter()
-  compiled = step.lower(params, opt_state, windows, cond, mask).compile()
+  compiled = step.lower(params, opt_state, windows, cond, mask, key).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   xla_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                + mem.output_size_in_bytes) if mem else 0
   params, opt_state, _ = _block(compiled(params, opt_state, windows, cond,
-                                         mask))
+                                         mask, key))
   start = time.perf_counter()
-  _block(compiled(params, opt_state, windows, cond, mask))
+  _block(compiled(params, opt_state, windows, cond, mask, key))
   seconds = time.perf_counter() - start
   return batch * SEQ_LEN * n_windows / seconds, compile_s, xla_bytes
 

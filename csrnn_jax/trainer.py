@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from csrnn_jax import augment as augment_lib
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import data as data_lib
@@ -72,25 +73,34 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   return optax.chain(clips[train_cfg.clip](), optax.adam(lr))
 
 
-def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None):
+def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
+                     augment=None):
   """One Adam step on one window: (params, opt_state, carry, reset,
-  window_BxW, cond_BxC, mask_B) -> (params, opt_state, carry, metrics).
+  window_BxW, cond_BxC, mask_B, key) -> (params, opt_state, carry, metrics).
 
   With ``reset`` the carry is replaced by h0 inside the loss, so the learned
   h0 gets its gradient from the first window, as in the reference.
+
+  ``augment`` (``augment.make``): what the model reads instead of the window
+  and condition; the loss is always scored against the clean window. ``key``
+  is this window's key; each row draws from its own (``augment.row_keys``).
 
   ``axis_name``: run inside ``shard_map`` over the batch, B / D rows per
   device. Each device's loss is its rows' NLL over the whole batch's weight,
   so the sum of the devices' gradients (one all-reduce) is the whole batch's
   gradient, and every device applies the same Adam update.
   """
+  augment = augment or augment_lib.make(None)
 
-  def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B):
+  def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B, key):
     m = model_lib.bind(graphdef, params)
     h0 = m.initial_carry(window_BxW.shape[0])
     carry = jax.tree_util.tree_map(lambda a, b: jnp.where(reset, a, b), h0,
                                    carry)
-    logits_BxTxQ, carry = m.forward(window_BxW, cond_BxC, carry)
+    inputs_BxW, cond_BxC = augment(
+        m, augment_lib.row_keys(key, window_BxW.shape[0], axis_name),
+        window_BxW, cond_BxC)
+    logits_BxTxQ, carry = m.forward(inputs_BxW, cond_BxC, carry)
     nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
     weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
     weight = jnp.sum(weight_BxT)
@@ -99,9 +109,10 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None):
     loss = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(weight, 1)
     return loss, carry
 
-  def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B):
+  def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B,
+           key):
     (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, carry, reset, window_BxW, cond_BxC, mask_B)
+        params, carry, reset, window_BxW, cond_BxC, mask_B, key)
     if axis_name is not None:
       loss, grads = jax.lax.psum((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -114,9 +125,10 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None):
 
 
 def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
-                    mesh=None):
+                    mesh=None, augment=None):
   """Train on every window of a chunk batch: (params, opt_state,
-  windows_NxBxW, cond_BxC, mask_B) -> (params, opt_state, metrics of (N,)).
+  windows_NxBxW, cond_BxC, mask_B, key) -> (params, opt_state, metrics of
+  (N,)). Window i draws its augmentation from ``fold_in(key, i)``.
 
   ``scan_windows``: one jitted ``lax.scan`` (one dispatch); otherwise a Python
   loop over the same jitted window step. ``mesh``: data parallel over its
@@ -124,7 +136,7 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
   batch and the carry split on B; None: one device, no collectives.
   """
   axis_name = None if mesh is None else sharding_lib.DATA
-  window_step = make_window_step(graphdef, tx, lookback, axis_name)
+  window_step = make_window_step(graphdef, tx, lookback, axis_name, augment)
   rows = sharding_lib.batch_spec
   rep = sharding_lib.REPLICATED
   data_parallel = functools.partial(sharding_lib.data_parallel, mesh=mesh)
@@ -133,12 +145,13 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
     return model_lib.bind(graphdef, params).initial_carry(batch_size)
 
   if scan_windows:
-    def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
+    def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
       def body(state, xs):
         params, opt_state, carry = state
         index, window_BxW = xs
         params, opt_state, carry, metrics = window_step(
-            params, opt_state, carry, index == 0, window_BxW, cond_BxC, mask_B)
+            params, opt_state, carry, index == 0, window_BxW, cond_BxC, mask_B,
+            jax.random.fold_in(key, index))
         return (params, opt_state, carry), metrics
 
       carry = first_carry(params, windows_NxBxW.shape[1])
@@ -147,20 +160,21 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
           body, (params, opt_state, carry), (steps, windows_NxBxW))
       return params, opt_state, metrics
     return jax.jit(data_parallel(
-        chunk_step, in_specs=(rep, rep, rows(1), rows(), rows()),
+        chunk_step, in_specs=(rep, rep, rows(1), rows(), rows(), rep),
         out_specs=(rep, rep, rep)), donate_argnums=(0, 1))
 
   jitted_step = jax.jit(data_parallel(
-      window_step, in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows()),
+      window_step,
+      in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows(), rep),
       out_specs=(rep, rep, rows(1), rep)))
 
-  def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B):
+  def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
     carry = first_carry(params, windows_NxBxW.shape[1])
     per_window = []
     for index in range(windows_NxBxW.shape[0]):
       params, opt_state, carry, metrics = jitted_step(
           params, opt_state, carry, jnp.asarray(index == 0), windows_NxBxW[index],
-          cond_BxC, mask_B)
+          cond_BxC, mask_B, jax.random.fold_in(key, index))
       per_window.append(metrics)
     stacked = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_window)
     return params, opt_state, stacked
@@ -313,7 +327,7 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
   log = metrics_lib.MetricsWriter(workdir, step, t.tensorboard, is_main)
   valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid", mesh)
   chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows,
-                               mesh)
+                               mesh, augment_lib.make(t))
   stop = _StopFlag()
   previous_handlers = _install_signal_handlers(stop)
 
@@ -332,15 +346,16 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
           data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
       cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
           (batch.cond_BxC, batch.mask_B), mesh)
+      key = jax.random.fold_in(rng, step)  # this chunk batch's windows' keys
       if t.scan_windows and not compiled:
         start = time.perf_counter()  # compile once, ahead of time, to time it
         chunk_step = chunk_step.lower(
-            params, opt_state, windows_NxBxW, cond_BxC, mask_B).compile()
+            params, opt_state, windows_NxBxW, cond_BxC, mask_B, key).compile()
         compiled = True
         log.write(step, "compile", {"seconds": time.perf_counter() - start})
       start = time.perf_counter()
       params, opt_state, metrics = chunk_step(
-          params, opt_state, windows_NxBxW, cond_BxC, mask_B)
+          params, opt_state, windows_NxBxW, cond_BxC, mask_B, key)
       bits_N = np.asarray(metrics["bits"])
       seconds = time.perf_counter() - start
       if not np.all(np.isfinite(bits_N)):

@@ -71,8 +71,9 @@ def test_sharded_training_scan_matches_one_device(tiny_dataset):
   graphdef, params = model_lib.build(mcfg, 0)
   tx = trainer.make_optimizer(config.train)
   single = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
+  key = jax.random.key(0)
   want, _, want_metrics = single(params, tx.init(params), windows_NxBxW,
-                                 batch.cond_BxC, batch.mask_B)
+                                 batch.cond_BxC, batch.mask_B, key)
 
   for mesh, atol in ((sharding.make_mesh(), 1e-4), (one_device(), 0)):
     _, params = model_lib.build(mcfg, 0)  # the last copy was donated
@@ -80,7 +81,8 @@ def test_sharded_training_scan_matches_one_device(tiny_dataset):
     got, opt_state, got_metrics = sharded(
         *sharding.replicate((params, tx.init(params)), mesh),
         sharding.shard_batch_rows(windows_NxBxW, mesh, 1),
-        *sharding.shard_batch_rows((batch.cond_BxC, batch.mask_B), mesh))
+        *sharding.shard_batch_rows((batch.cond_BxC, batch.mask_B), mesh),
+        key)
     assert_trees_close(got, want, atol)
     np.testing.assert_allclose(got_metrics["bits"], want_metrics["bits"],
                                rtol=0, atol=atol / 10)

@@ -202,7 +202,7 @@ def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
     tx = trainer.make_optimizer(config.train)
     step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback, scan)
     params, _, metrics = step(params, tx.init(params), windows,
-                              batch.cond_BxC, batch.mask_B)
+                              batch.cond_BxC, batch.mask_B, jax.random.key(0))
     results.append((params, np.asarray(metrics["bits"])))
   np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(results[0][0]),
@@ -221,7 +221,7 @@ def test_first_window_trains_learned_h0(tiny_dataset):
   tx = optax.sgd(1.0)
   step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
   new, _, _ = step(params, tx.init(params), windows, batch.cond_BxC,
-                   batch.mask_B)
+                   batch.mask_B, jax.random.key(0))
   for i in range(2):
     assert float(np.abs(new["frame_tiers"][i]["h0"]).max()) > 0
 
