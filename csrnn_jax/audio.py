@@ -13,6 +13,18 @@ Three methods (DESIGN §2):
 
 Out-of-range input is clipped, never wrapped. Integer samples are int32.
 
+Noise shaping (``preemphasis`` a in [0, 1), 0 = off): ``encode`` filters the
+audio before quantising, e[n] = x[n] - a x[n-1], and ``decode`` inverts the
+filter after dequantising, y[n] = e[n] + a y[n-1], so the quantisation (and
+sampling) error comes out shaped like the signal's spectrum (gain
+1 / |1 - a exp(-iw)|: 1/(1-a) at DC, 1/(1+a) at Nyquist) instead of white.
+Every conversion between audio and levels goes through this pair. The sample
+before the start is silence (x[-1] = 0), as the q_zero padding before every
+sequence. e can reach (1 + a) max|x|; it is clipped to [-1, 1] like any input
+rather than scaled down (which would coarsen every level): on data/demo e
+peaks at 0.53 to 0.71 of x's peak and no sample clips for a in {0.85, 0.9,
+0.95}.
+
 File I/O: ``load_audio`` decodes any format soundfile reads (librosa as the
 fallback) to float32 mono at a given rate; ``write_wav`` writes 16-bit PCM.
 """
@@ -23,6 +35,7 @@ import pathlib
 import warnings
 
 import numpy as np
+import scipy.signal
 import soundfile as sf
 import soxr
 
@@ -87,6 +100,44 @@ def dequantize(q, q_levels: int = 256, method: str = "linear") -> np.ndarray:
   if method == "mu-law":
     y = mu_law_decode(y, q_levels - 1)
   return y.astype(np.float32)
+
+
+def check_preemphasis(preemphasis: float) -> None:
+  if not 0.0 <= preemphasis < 1.0:
+    raise ValueError(
+        f"preemphasis={preemphasis!r} must be in [0, 1) (0 turns it off; "
+        "e.g. 0.85)")
+
+
+def encode(x, q_levels: int = 256, method: str = "linear",
+           preemphasis: float = 0.0) -> np.ndarray:
+  """Float audio (..., T) -> int32 levels: the pre-emphasis filter, then
+  ``quantize``. Each row starts after silence; 0.0 is ``quantize`` itself."""
+  check_preemphasis(preemphasis)
+  if preemphasis:
+    x = np.asarray(x, np.float64)
+    previous = np.concatenate([np.zeros_like(x[..., :1]), x[..., :-1]], -1)
+    x = x - preemphasis * previous
+  return quantize(x, q_levels, method)
+
+
+def decode(q, q_levels: int = 256, method: str = "linear",
+           preemphasis: float = 0.0, previous=None) -> np.ndarray:
+  """Int levels (..., S) -> float32 audio: ``dequantize``, then the inverse
+  filter. ``previous`` (...,): each row's last decoded sample before ``q``
+  (silence at the start); pass ``y[..., -1]`` of the last call to decode a
+  stream segment by segment, which equals decoding it in one call bitwise.
+  The output is not clipped (the exact inverse); 0.0 is ``dequantize``."""
+  check_preemphasis(preemphasis)
+  e = dequantize(q, q_levels, method)
+  if not preemphasis:
+    return e
+  a = np.float32(preemphasis)
+  previous = np.zeros(e.shape[:-1], np.float32) if previous is None else (
+      np.broadcast_to(np.asarray(previous, np.float32), e.shape[:-1]))
+  # Direct form II transposed, in float32: the state is a * y[n-1] exactly.
+  return scipy.signal.lfilter(np.float32([1.0]), np.float32([1.0, -a]), e,
+                              axis=-1, zi=(a * previous)[..., None])[0]
 
 
 def frame_input(x, q_levels: int):

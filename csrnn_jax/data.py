@@ -1,7 +1,8 @@
 """A prepared dataset (see ``prepare``) read back as TBPTT training batches.
 
 A batch is B chunks of one split (DESIGN §3). Each chunk is cut to a multiple
-of ``seq_len`` samples, quantised, and left-padded with ``lookback`` samples of
+of ``seq_len`` samples, encoded (``audio.encode``: the optional pre-emphasis,
+then quantisation; each chunk starts after silence), and left-padded with ``lookback`` samples of
 ``q_zero`` (silence), so that every TBPTT window, the first included, has
 ``lookback`` samples of context: ``windows`` cuts a batch into them.
 
@@ -89,8 +90,9 @@ class BatchStream:
   def __init__(self, dataset_dir, split: str, batch_size: int, seq_len: int,
                lookback: int, q_levels: int = 256, quantization: str = "linear",
                seed: int = 0, process_index: int = 0, process_count: int = 1,
-               prefetch: int = 2):
+               prefetch: int = 2, preemphasis: float = 0.0):
     audio.check_quantization(quantization)
+    audio.check_preemphasis(preemphasis)
     self.dataset_dir = pathlib.Path(dataset_dir)
     manifest = load_manifest(dataset_dir)
     chunks = [c for c in manifest["chunks"] if c["split"] == split]
@@ -116,6 +118,7 @@ class BatchStream:
     self.split, self.batch_size, self.seed = split, batch_size, seed
     self.seq_len, self.lookback = seq_len, lookback
     self.q_levels, self.quantization = q_levels, quantization
+    self.preemphasis = preemphasis
     self.sample_rate = manifest["sample_rate"]
     self.class_names = list(manifest["class_names"])
     self.cond_names = list(manifest["cond_names"])
@@ -141,7 +144,7 @@ class BatchStream:
   # Chunks and batches, as pure functions of their indices.
 
   def _levels(self, i: int) -> np.ndarray:
-    """Chunk i as quantised levels, (n_windows * seq_len,), cached."""
+    """Chunk i as encoded levels, (n_windows * seq_len,), cached."""
     if i not in self._cache:
       path = self._paths[i]
       try:
@@ -155,9 +158,9 @@ class BatchStream:
             f"{path}: {rate} Hz, shape {x_T.shape}; the manifest wants mono "
             f"{self.sample_rate} Hz of at least {length} samples; re-run "
             "csrnn-prepare to rebuild the dataset")
-      self._cache[i] = audio.quantize(
-          x_T[:length], self.q_levels, self.quantization).astype(
-              self._cache_dtype)
+      self._cache[i] = audio.encode(
+          x_T[:length], self.q_levels, self.quantization,
+          self.preemphasis).astype(self._cache_dtype)
     return self._cache[i]
 
   def _assemble(self, rows_B, mask_B) -> Batch:

@@ -1,6 +1,8 @@
-"""Quantisation (DESIGN §2): round trips, mu-law formula, clipping."""
+"""Quantisation (DESIGN §2): round trips, mu-law formula, clipping, and the
+pre-emphasis (noise shaping) encode/decode pair."""
 import numpy as np
 import pytest
+import scipy.signal
 
 from csrnn_jax import audio
 
@@ -57,3 +59,84 @@ def test_out_of_range_is_clipped_not_wrapped(method):
 def test_unknown_quantization_names_allowed_values():
   with pytest.raises(ValueError, match="linear, mu-law, linear-minmax"):
     audio.quantize(np.zeros(2), 256, "alaw")
+
+
+def test_preemphasis_off_is_quantize_and_dequantize_bitwise():
+  x = np.random.default_rng(0).uniform(-1.2, 1.2, (3, 500)).astype(np.float32)
+  for method in audio.QUANTIZATIONS:
+    levels = audio.encode(x, 256, method, 0.0)
+    np.testing.assert_array_equal(levels, audio.quantize(x, 256, method))
+    back = audio.decode(levels, 256, method, 0.0, previous=np.ones(3))
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, audio.dequantize(levels, 256, method))
+
+
+def test_preemphasis_filters_before_quantising():
+  a = 0.85
+  x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 300))
+  e = x - a * np.concatenate([np.zeros((2, 1)), x[:, :-1]], 1)
+  for method in ("linear", "mu-law"):
+    np.testing.assert_array_equal(audio.encode(x, 256, method, a),
+                                  audio.quantize(e, 256, method))
+  # Each row starts after silence: its first level is its first sample's.
+  np.testing.assert_array_equal(audio.encode(x, 256, "linear", a)[:, 0],
+                                audio.quantize(x[:, 0], 256))
+  # e beyond [-1, 1] (0.9 - a * -0.9 = 1.665) is clipped, not wrapped.
+  alternating = np.array([0.9, -0.9, 0.9, -0.9])
+  np.testing.assert_array_equal(audio.encode(alternating, 256, "linear", a),
+                                [audio.quantize(0.9, 256), 0, 255, 0])
+
+
+def pink_ish(length, seed):
+  """A test signal with most power at low frequencies (as audio): white
+  noise through a one-pole low-pass, scaled into [-0.5, 0.5]."""
+  w = np.random.default_rng(seed).normal(size=length)
+  x = scipy.signal.lfilter([1.0], [1.0, -0.9], w)
+  return 0.5 * x / np.abs(x).max()
+
+
+@pytest.mark.parametrize("method", ["linear", "mu-law"])
+def test_preemphasis_round_trip_error_is_the_shaped_quantisation_error(method):
+  a, q = 0.85, 256
+  x = pink_ish(20000, seed=2)
+  e = x - a * np.concatenate([[0.0], x[:-1]])
+  assert np.abs(e).max() < 1.0  # no clipping: the error is quantisation only
+  levels = audio.encode(x, q, method, a)
+  y = audio.decode(levels, q, method, a)
+  # y - x is the quantisation error of e, delta = e_hat - e, through the
+  # inverse filter (both are linear recursions from silence).
+  delta = audio.dequantize(levels, q, method).astype(np.float64) - e
+  shaped = scipy.signal.lfilter([1.0], [1.0, -a], delta)
+  # float32: the decoded levels and the filter state round at 6e-8 relative
+  # per step; the filter sums them with gain 1/(1-a) < 7: far below 1e-5.
+  np.testing.assert_allclose(y - x, shaped, atol=1e-5)
+  if method == "linear":
+    # |delta| <= half a level = 1/Q, so |y - x| <= (1/Q) / (1 - a).
+    assert np.abs(y - x).max() <= (1 / q) / (1 - a) + 1e-5
+  # Shaped, not white: the error's power near DC is far above its power near
+  # Nyquist (1/|1 - a e^{-iw}|^2: 152x for a = 0.85; white would be 1x).
+  f, power = scipy.signal.welch(y - x, nperseg=256)
+  assert power[f < 0.05].mean() > 20 * power[f > 0.45].mean()
+
+
+def test_decode_in_segments_equals_one_pass_bitwise():
+  a = 0.9
+  levels = np.random.default_rng(3).integers(0, 256, (3, 1000))
+  whole = audio.decode(levels, 256, "mu-law", a)
+  pieces, previous = [], None
+  for start, stop in [(0, 1), (1, 8), (8, 400), (400, 1000)]:
+    piece = audio.decode(levels[:, start:stop], 256, "mu-law", a, previous)
+    pieces.append(piece)
+    previous = piece[:, -1]
+  np.testing.assert_array_equal(np.concatenate(pieces, 1), whole)
+  # The state matters: without it the second segment decodes differently.
+  assert not np.array_equal(audio.decode(levels[:, 8:], 256, "mu-law", a),
+                            whole[:, 8:])
+
+
+@pytest.mark.parametrize("a", [-0.1, 1.0, 1.5])
+def test_preemphasis_out_of_range_names_the_range(a):
+  with pytest.raises(ValueError, match=r"preemphasis=.* must be in \[0, 1\)"):
+    audio.encode(np.zeros(4), 256, "linear", a)
+  with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+    audio.decode(np.zeros(4, np.int32), 256, "linear", a)

@@ -72,6 +72,27 @@ def test_batch_layout(tiny_dataset, method):
     np.testing.assert_array_equal(row[LOOKBACK:], want)
 
 
+def test_preemphasis_batches_hold_the_encoded_chunks(tiny_dataset):
+  """The stream's rows are audio.encode of each chunk file (filter from
+  silence at the chunk's start, then quantise); 0.0 is plain quantisation."""
+  train = [c for c in data.load_manifest(tiny_dataset)["chunks"]
+           if c["split"] == "train"]
+  plain = next(make_stream(tiny_dataset, preemphasis=0.0).eval_batches())
+  shaped = next(make_stream(tiny_dataset, quantization="mu-law",
+                            preemphasis=0.85).eval_batches())
+  for plain_row, row, chunk in zip(plain.x_BxL, shaped.x_BxL, train):
+    x_T, _ = sf.read(tiny_dataset / chunk["path"], dtype="float32")
+    np.testing.assert_array_equal(plain_row[LOOKBACK:],
+                                  chunk_levels(tiny_dataset, chunk))
+    np.testing.assert_array_equal(
+        row[LOOKBACK:], audio.encode(x_T, 256, "mu-law", 0.85))
+    assert not np.array_equal(row[LOOKBACK:], chunk_levels(
+        tiny_dataset, chunk, 256, "mu-law"))
+  assert (shaped.x_BxL[:, :LOOKBACK] == audio.q_zero(256)).all()
+  with pytest.raises(ValueError, match=r"preemphasis=1.0 must be in \[0, 1\)"):
+    make_stream(tiny_dataset, preemphasis=1.0)
+
+
 def test_same_seed_same_batches_regardless_of_prefetch(tiny_dataset):
   a = take(make_stream(tiny_dataset, seed=5, prefetch=0), 8)
   b = take(make_stream(tiny_dataset, seed=5, prefetch=3), 8)
