@@ -1,13 +1,17 @@
 """Training-time changes to what the model reads, never to what it predicts.
 
-``make(train_cfg)`` returns ``augment(m, keys_B, window_BxW, cond_BxC) ->
-(inputs_BxW, cond_BxC)``: the trainer feeds ``inputs_BxW`` to the model and
-scores its logits against the clean ``window_BxW``. With every option off it
-is the identity, and training is exactly the reference's.
+``make(train_cfg)`` returns ``augment(m, keys_B, chunk_keys_B, window_BxW,
+cond_BxC) -> (inputs_BxW, cond_BxC)``: the trainer feeds ``inputs_BxW`` to the
+model and scores its logits against the clean ``window_BxW``. With every
+option off it is the identity, and training is exactly the reference's.
 
-Randomness: ``keys_B`` holds one key per row, derived from the row's index in
-the global batch (``row_keys``), so a batch split over devices draws what it
-draws on one device, and a resumed run draws what the uninterrupted one did.
+Randomness: ``keys_B`` holds one key per row for this window, ``chunk_keys_B``
+one per row for the whole chunk batch (the same in all its windows, for
+decisions that hold for a whole chunk). Both are derived from the row's index
+in the global batch (``row_keys``), so a batch split over devices draws what
+it draws on one device, and a resumed run draws what the uninterrupted one
+did. Each option draws from its own ``fold_in(key, tag)``: condition dropout
+tag 1.
 """
 from __future__ import annotations
 
@@ -24,12 +28,29 @@ def row_keys(key, rows: int, axis_name: str | None = None):
       first + jnp.arange(rows))
 
 
+def drop_condition(m, chunk_keys_B, cond_BxC, rate: float):
+  """Condition dropout: each row (chunk) reads the model's null condition
+  instead of its own with probability ``rate``, the same decision in every
+  window of the chunk, as a generated clip is conditioned (or not) as a
+  whole. The null condition is what classifier-free guidance contrasts the
+  condition with. (B, C) -> (B, C)."""
+  if not rate:
+    return cond_BxC
+  u_B = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(
+      chunk_keys_B)
+  return jnp.where((u_B < rate)[:, None], m.null_condition(cond_BxC.shape[0]),
+                   cond_BxC)
+
+
 def make(train_cfg):
   """The augmentation that ``train_cfg`` asks for (identity by default)."""
-  del train_cfg
+  cond_dropout = 0.0 if train_cfg is None else train_cfg.cond_dropout
+  if not 0.0 <= cond_dropout < 1.0:
+    raise ValueError(f"train.cond_dropout={cond_dropout} must be in [0, 1) "
+                     "(the share of chunks trained with the null condition)")
 
-  def augment(m, keys_B, window_BxW, cond_BxC):
-    del m, keys_B
-    return window_BxW, cond_BxC
+  def augment(m, keys_B, chunk_keys_B, window_BxW, cond_BxC):
+    del keys_B
+    return window_BxW, drop_condition(m, chunk_keys_B, cond_BxC, cond_dropout)
 
   return augment

@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
       quantization="linear",  # linear | mu-law | linear-minmax
       sample_input="taps",  # taps | conv (the plain reference)
       gru_backend="auto",  # auto | scan (the reference) | fused | pallas
+      null_cond="zeros",  # zeros | learned: the condition of "no condition"
   ))
   c.data = ml_collections.ConfigDict(dict(
       dataset_dir="",  # a folder written by csrnn-prepare
@@ -49,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_steps=0,
       clip="value",  # value (element-wise, the reference) | global_norm | none
       clip_value=1.0,
+      cond_dropout=0.0,  # share of chunks trained with the null condition
       scan_windows=True,  # all windows of a chunk batch in one dispatch
       eval_every=1000,  # steps; validation over the whole valid split
       eval_batch_size=32,

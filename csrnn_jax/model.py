@@ -26,6 +26,7 @@ from csrnn_jax.kernels import sample_step
 from csrnn_jax.kernels import taps
 
 SAMPLE_INPUTS = ("taps", "conv")
+NULL_CONDS = ("zeros", "learned")
 GRU_BACKENDS = ("auto",) + gru_kernels.BACKENDS
 
 
@@ -42,6 +43,7 @@ class ModelConfig:
   quantization: str = "linear"
   sample_input: str = "taps"  # "conv" is the plain reference path.
   gru_backend: str = "auto"  # auto | scan (reference) | fused | pallas
+  null_cond: str = "zeros"  # the null condition: zeros | learned
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
@@ -71,6 +73,10 @@ class ModelConfig:
       raise ValueError(
           f"model.gru_backend={self.gru_backend!r} is unknown; allowed "
           f"values: {', '.join(GRU_BACKENDS)}")
+    if self.null_cond not in NULL_CONDS:
+      raise ValueError(
+          f"model.null_cond={self.null_cond!r} is unknown; allowed values: "
+          f"{', '.join(NULL_CONDS)}")
     if self.sample_input not in SAMPLE_INPUTS:
       raise ValueError(
           f"model.sample_input={self.sample_input!r} is unknown; allowed "
@@ -289,6 +295,16 @@ class CSampleRNN(nnx.Module):
         FrameTier(cfg, fs, r, rngs)
         for fs, r in zip(cfg.frame_sizes[1:], cfg.upsample_ratios)])
     self.mlp = SampleMLP(cfg, rngs)
+    if cfg.null_cond == "learned":
+      self.null_cond = nnx.Param(jnp.zeros((cfg.cond_dim,)))
+
+  def null_condition(self, batch_size: int):
+    """The condition that stands for "no condition" (condition dropout in
+    training, the contrast of classifier-free guidance): (B, C), zeros or the
+    learned vector."""
+    null_C = (self.null_cond[...] if self.cfg.null_cond == "learned" else
+              jnp.zeros((self.cfg.cond_dim,), jnp.float32))
+    return jnp.broadcast_to(null_C, (batch_size, self.cfg.cond_dim))
 
   def initial_carry(self, batch_size: int):
     """Hidden states at a sequence start: a tuple over frame tiers (bottom

@@ -76,14 +76,16 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
 def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
                      augment=None):
   """One Adam step on one window: (params, opt_state, carry, reset,
-  window_BxW, cond_BxC, mask_B, key) -> (params, opt_state, carry, metrics).
+  window_BxW, cond_BxC, mask_B, key, chunk_key) -> (params, opt_state, carry,
+  metrics).
 
   With ``reset`` the carry is replaced by h0 inside the loss, so the learned
   h0 gets its gradient from the first window, as in the reference.
 
   ``augment`` (``augment.make``): what the model reads instead of the window
   and condition; the loss is always scored against the clean window. ``key``
-  is this window's key; each row draws from its own (``augment.row_keys``).
+  is this window's key, ``chunk_key`` the chunk batch's (the same for all its
+  windows); each row draws from its own (``augment.row_keys``).
 
   ``axis_name``: run inside ``shard_map`` over the batch, B / D rows per
   device. Each device's loss is its rows' NLL over the whole batch's weight,
@@ -92,14 +94,16 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
   """
   augment = augment or augment_lib.make(None)
 
-  def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B, key):
+  def loss_fn(params, carry, reset, window_BxW, cond_BxC, mask_B, key,
+              chunk_key):
     m = model_lib.bind(graphdef, params)
     h0 = m.initial_carry(window_BxW.shape[0])
     carry = jax.tree_util.tree_map(lambda a, b: jnp.where(reset, a, b), h0,
                                    carry)
+    rows = window_BxW.shape[0]
     inputs_BxW, cond_BxC = augment(
-        m, augment_lib.row_keys(key, window_BxW.shape[0], axis_name),
-        window_BxW, cond_BxC)
+        m, augment_lib.row_keys(key, rows, axis_name),
+        augment_lib.row_keys(chunk_key, rows, axis_name), window_BxW, cond_BxC)
     logits_BxTxQ, carry = m.forward(inputs_BxW, cond_BxC, carry)
     nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
     weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
@@ -110,9 +114,9 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
     return loss, carry
 
   def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B,
-           key):
+           key, chunk_key):
     (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, carry, reset, window_BxW, cond_BxC, mask_B, key)
+        params, carry, reset, window_BxW, cond_BxC, mask_B, key, chunk_key)
     if axis_name is not None:
       loss, grads = jax.lax.psum((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -128,7 +132,8 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
                     mesh=None, augment=None):
   """Train on every window of a chunk batch: (params, opt_state,
   windows_NxBxW, cond_BxC, mask_B, key) -> (params, opt_state, metrics of
-  (N,)). Window i draws its augmentation from ``fold_in(key, i)``.
+  (N,)). Window i draws its augmentation from ``fold_in(fold_in(key, 0), i)``
+  and what holds for the whole chunk batch from ``fold_in(key, 1)``.
 
   ``scan_windows``: one jitted ``lax.scan`` (one dispatch); otherwise a Python
   loop over the same jitted window step. ``mesh``: data parallel over its
@@ -141,17 +146,22 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
   rep = sharding_lib.REPLICATED
   data_parallel = functools.partial(sharding_lib.data_parallel, mesh=mesh)
 
+  def chunk_keys(key):  # (parent of the windows' keys, the chunk batch's)
+    return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+
   def first_carry(params, batch_size):
     return model_lib.bind(graphdef, params).initial_carry(batch_size)
 
   if scan_windows:
     def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
+      windows_key, chunk_key = chunk_keys(key)
+
       def body(state, xs):
         params, opt_state, carry = state
         index, window_BxW = xs
         params, opt_state, carry, metrics = window_step(
             params, opt_state, carry, index == 0, window_BxW, cond_BxC, mask_B,
-            jax.random.fold_in(key, index))
+            jax.random.fold_in(windows_key, index), chunk_key)
         return (params, opt_state, carry), metrics
 
       carry = first_carry(params, windows_NxBxW.shape[1])
@@ -165,16 +175,17 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
 
   jitted_step = jax.jit(data_parallel(
       window_step,
-      in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows(), rep),
+      in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows(), rep, rep),
       out_specs=(rep, rep, rows(1), rep)))
 
   def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
+    windows_key, chunk_key = chunk_keys(key)
     carry = first_carry(params, windows_NxBxW.shape[1])
     per_window = []
     for index in range(windows_NxBxW.shape[0]):
       params, opt_state, carry, metrics = jitted_step(
           params, opt_state, carry, jnp.asarray(index == 0), windows_NxBxW[index],
-          cond_BxC, mask_B, jax.random.fold_in(key, index))
+          cond_BxC, mask_B, jax.random.fold_in(windows_key, index), chunk_key)
       per_window.append(metrics)
     stacked = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_window)
     return params, opt_state, stacked
