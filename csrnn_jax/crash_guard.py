@@ -1,5 +1,5 @@
 """Crash guard: generation that rewinds a row to its last good segment and
-resamples it when the crash detector fires (issue 10).
+resamples it when the crash detector fires.
 
 The paper's samples "crash and become random noise"; the demo model's fall
 into a near-silent crackle (docs/results.md). A crash is a state the model
@@ -34,18 +34,20 @@ from csrnn_jax import audio_eval
 from csrnn_jax import sampling
 
 
-def _row(state: sampling.GenState, b: int) -> sampling.GenState:
-  """Row b of a batched state (carry leaves are (n_rnn, B, dim))."""
+def _row(state: sampling.GenState, b: int, passes: int) -> sampling.GenState:
+  """Output row b's pass rows b P .. b P + P - 1 of a batched state (carry
+  leaves are (n_rnn, B P, dim))."""
+  rows = slice(b * passes, (b + 1) * passes)
   return sampling.GenState(
-      jax.tree_util.tree_map(lambda c: np.asarray(c[:, b]), state.carry),
-      np.asarray(state.last_frame_BxL[b]))
+      jax.tree_util.tree_map(lambda c: np.asarray(c[:, rows]), state.carry),
+      np.asarray(state.last_frame_BxL[rows]))
 
 
 def _stack(rows) -> sampling.GenState:
   return sampling.GenState(
-      jax.tree_util.tree_map(lambda *c: jnp.stack(c, axis=1),
+      jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=1),
                              *[r.carry for r in rows]),
-      jnp.stack([r.last_frame_BxL for r in rows]))
+      jnp.concatenate([r.last_frame_BxL for r in rows]))
 
 
 class CrashGuard:
@@ -68,32 +70,30 @@ class CrashGuard:
   def segments(self, generator: sampling.Generator, cond_BxC, seeds,
                num_samples: int, temperature=1.0,
                options: sampling.SamplingOptions = sampling.SamplingOptions(),
-               prime_BxP=None, start: str = "h0"):
+               prime_BxP=None, start: str = "h0", guidance=1.0,
+               mix_weights=None):
     """Yields (samples_BxS, logp_BxS) until num_samples are out.
 
-    cond_BxC: one condition vector per row (no schedule). The rewind unit is
+    As ``Generator.segments``, but cond_BxC holds one condition vector per
+    row (no schedule; with mix_weights one per component). The rewind unit is
     ``segment_seconds`` rounded down to whole top frames.
     """
     lookback = generator.cfg.lookback
-    cond_BxC = jnp.asarray(cond_BxC, jnp.float32)
-    seeds = np.asarray(seeds, np.uint32).reshape(-1)
-    b = len(seeds)
-    if cond_BxC.ndim != 2:
-      raise ValueError("the crash guard takes one condition vector per row")
-    generator._check(cond_BxC, b)  # pylint: disable=protected-access
-    temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
-                                     (b,))
-    if not bool(jnp.all(temperature_B > 0)):
-      raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
+    if np.ndim(cond_BxC) != (2 if mix_weights is None else 3):
+      raise ValueError("the crash guard takes one condition vector per row "
+                       "(or per mix component), not a schedule")
     frames = max(1, self.segment_samples // lookback)
     seg = frames * lookback
     n_segs = math.ceil(num_samples / seg)
-    cond_BxFxC = jnp.broadcast_to(cond_BxC[:, None], (b, frames,
-                                                      cond_BxC.shape[-1]))
-    base_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    # pylint: disable-next=protected-access
+    rows = generator._rows(cond_BxC, seeds, frames, temperature, guidance,
+                           mix_weights, options)
+    b = rows.keys_B.shape[0]
     state = generator._prime(  # pylint: disable=protected-access
-        generator.params, prime_BxP, cond_BxC, batch_size=b, start=start)
-    history = [[_row(state, r)] for r in range(b)]  # state at each boundary
+        generator.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0], start=start,
+        guided=options.guided)
+    passes = state.last_frame_BxL.shape[0] // b
+    history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
     pos, attempt = [0] * b, [0] * b
     self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
@@ -101,14 +101,14 @@ class CrashGuard:
     margin = math.ceil(self.reach / seg) + 1  # segments a rewind can reach
     while min(pos) < n_segs:
       keys_B = jnp.stack([
-          base_keys[r] if attempt[r] == 0 else jax.random.fold_in(
-              jax.random.fold_in(base_keys[r], attempt[r]), pos[r])
+          rows.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
+              jax.random.fold_in(rows.keys_B[r], attempt[r]), pos[r])
           for r in range(b)])
       state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
       # pylint: disable-next=protected-access
       state, samples_BxS, logp_BxS = generator._segment(
-          generator.params, state, cond_BxFxC, keys_B, temperature_B,
-          step * seg, options=options)
+          generator.params, state, rows.cond_BxMxNxC, keys_B,
+          rows.temperature_B, rows.scales_BxM, step * seg, options=options)
       samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
       step += 1
       for r in range(b):
@@ -127,7 +127,7 @@ class CrashGuard:
           self.rewinds[r] += 1
         else:
           pos[r] += 1
-          history[r].append(_row(state, r))
+          history[r].append(_row(state, r, passes))
       final = min(n_segs if p >= n_segs else p - margin for p in pos)
       if final > sent:
         yield self._concat(audio_rows, sent, final)

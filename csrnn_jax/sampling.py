@@ -1,5 +1,4 @@
-"""Generation as one compiled program per (batch, length, options) shape
-(DESIGN §5).
+"""Generation as one compiled program per (batch, length, options) shape.
 
 A segment of audio is nested ``lax.scan``s: over top-tier frames, then over
 the frames of each tier below, then over samples. The carry holds the GRU
@@ -10,8 +9,20 @@ Randomness: sample t of row b uses ``fold_in(key_b, t)`` with ``key_b`` from
 the row's own seed, so a row's audio depends only on its seed, condition and
 temperature: not on the batch it shares, nor on how a long file is cut into
 segments. Sampling is Gumbel-max on ``logits / temperature`` after optional
-top-k / top-p filtering; the returned log-likelihood is that of the samples
-under the untempered model.
+top-k / top-p / min-p / typical filtering; the returned log-likelihood is
+that of the samples under the untempered model (with guidance: the untempered
+guided distribution).
+
+Classifier-free guidance (``SamplingOptions.guide``): each output row runs
+P = M + 1 passes as rows of the same scan, its M condition components and the
+model's null condition; pass p of output row b is scan row b P + p, so a
+row's passes stay together (on one device, and in the crash guard's
+rewinds). Every sample step combines the passes, ``null + sum_i s_i (v_i -
+null)`` with the row's scales s (``guide``), draws one sample from the result
+and feeds it to every pass. ``guide="logits"`` combines the MLP's logits;
+``"cond_vectors"`` combines the tier-2 vectors that enter the MLP and runs the
+MLP once per output row. A row with one component and s = 1 samples exactly
+as without guidance; ``guide="off"`` compiles the plain program (P = 1).
 """
 from __future__ import annotations
 
@@ -29,11 +40,13 @@ from csrnn_jax import sharding
 from csrnn_jax.kernels import sample_step
 
 STARTS = ("h0", "zeros")
+GUIDES = ("off", "logits", "cond_vectors")
 
 
 class GenState(NamedTuple):
   """Between segments: GRU states (tuple over frame tiers of (n_rnn, B, dim))
-  and the last top frame of samples (B, FS(K))."""
+  and the last top frame of samples (B, FS(K)). With guidance B counts every
+  pass of every output row (B P rows)."""
   carry: tuple
   last_frame_BxL: jax.Array
 
@@ -43,6 +56,9 @@ class SamplingOptions:
   """Options that change the compiled program (static)."""
   top_k: int = 0  # 0: off
   top_p: float = 1.0  # 1.0: off
+  min_p: float = 0.0  # 0.0: off
+  typical_p: float = 1.0  # 1.0: off
+  guide: str = "off"  # where guidance applies: off | logits | cond_vectors
   backend: str = "fused"  # the inner step: scan (reference) | fused | pallas
 
   def __post_init__(self):
@@ -51,23 +67,87 @@ class SamplingOptions:
       raise ValueError(f"top_k={self.top_k} must be >= 0 (0 turns it off)")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"top_p={self.top_p} must be in (0, 1] (1 turns it off)")
+    if not 0.0 <= self.min_p <= 1.0:
+      raise ValueError(f"min_p={self.min_p} must be in [0, 1] (0 turns it off)")
+    if not 0.0 < self.typical_p <= 1.0:
+      raise ValueError(f"typical_p={self.typical_p} must be in (0, 1] (1 turns "
+                       "it off)")
+    if self.guide not in GUIDES:
+      raise ValueError(f"guide={self.guide!r} is unknown; allowed values: "
+                       f"{', '.join(GUIDES)}")
+
+  @property
+  def guided(self) -> bool:
+    return self.guide != "off"
+
+
+def _keep_mass(logits_BxQ, rank_BxQ, mass):
+  """Keep the tokens that come first in ascending ``rank`` until their
+  probability reaches ``mass`` (and those that tie with the last one)."""
+  order_BxQ = jnp.argsort(rank_BxQ, axis=-1)
+  sorted_rank_BxQ = jnp.take_along_axis(rank_BxQ, order_BxQ, -1)
+  probs_BxQ = jnp.take_along_axis(jax.nn.softmax(logits_BxQ, axis=-1),
+                                  order_BxQ, -1)
+  before_BxQ = jnp.cumsum(probs_BxQ, axis=-1) - probs_BxQ
+  last_Bx1 = jnp.max(jnp.where(before_BxQ < mass, sorted_rank_BxQ, -jnp.inf),
+                     axis=-1, keepdims=True)
+  return jnp.where(rank_BxQ > last_Bx1, -jnp.inf, logits_BxQ)
 
 
 def filter_logits(logits_BxQ, options: SamplingOptions):
-  """Logits outside the top-k / top-p (nucleus) set become -inf."""
+  """Logits outside the kept set become -inf. The rules apply in this order,
+  each to what the ones before kept: top-k; top-p (nucleus: the likeliest
+  tokens until their mass reaches top_p); min-p (tokens with p >= min_p
+  p_max); typical (Meister et al. 2022: tokens in order of how far their
+  information -log p is from the entropy, until their mass reaches
+  typical_p)."""
   if options.top_k:
     kth_Bx1 = jax.lax.top_k(logits_BxQ, options.top_k)[0][:, -1:]
     logits_BxQ = jnp.where(logits_BxQ < kth_Bx1, -jnp.inf, logits_BxQ)
   if options.top_p < 1.0:
-    sorted_BxQ = jnp.sort(logits_BxQ, axis=-1)[:, ::-1]
-    probs_BxQ = jax.nn.softmax(sorted_BxQ, axis=-1)
-    before_BxQ = jnp.cumsum(probs_BxQ, axis=-1) - probs_BxQ
-    # The smallest logit whose preceding mass is still below top_p is kept.
-    keep_BxQ = before_BxQ < options.top_p
-    threshold_Bx1 = jnp.min(jnp.where(keep_BxQ, sorted_BxQ, jnp.inf), axis=-1,
-                            keepdims=True)
-    logits_BxQ = jnp.where(logits_BxQ < threshold_Bx1, -jnp.inf, logits_BxQ)
+    logits_BxQ = _keep_mass(logits_BxQ, -logits_BxQ, options.top_p)
+  if options.min_p > 0.0:
+    floor_Bx1 = (jnp.max(logits_BxQ, axis=-1, keepdims=True)
+                 + math.log(options.min_p))
+    logits_BxQ = jnp.where(logits_BxQ < floor_Bx1, -jnp.inf, logits_BxQ)
+  if options.typical_p < 1.0:
+    logp_BxQ = jax.nn.log_softmax(logits_BxQ, axis=-1)
+    p_BxQ = jnp.exp(logp_BxQ)
+    entropy_Bx1 = -jnp.sum(jnp.where(p_BxQ > 0, p_BxQ * logp_BxQ, 0.0),
+                           axis=-1, keepdims=True)
+    logits_BxQ = _keep_mass(logits_BxQ, jnp.abs(-logp_BxQ - entropy_Bx1),
+                            options.typical_p)
   return logits_BxQ
+
+
+def guide(values_RxX, scales_BxM):
+  """Each output row's guided values (B, X) from its P = M + 1 pass rows
+  (rows b P .. b P + M of ``values_RxX``, the last one the null condition's):
+  ``null + sum_i s_i (v_i - null)``. A row whose scales are (1, 0, ..., 0)
+  gets v_0 exactly: plain conditional sampling, bit for bit."""
+  b, m = scales_BxM.shape
+  v_BxPxX = values_RxX.reshape((b, m + 1) + values_RxX.shape[1:])
+  null_BxX = v_BxPxX[:, m]
+  guided_BxX = null_BxX
+  for i in range(m):
+    guided_BxX = guided_BxX + scales_BxM[:, i, None] * (v_BxPxX[:, i]
+                                                        - null_BxX)
+  plain_Bx1 = ((scales_BxM[:, :1] == 1)
+               & jnp.all(scales_BxM[:, 1:] == 0, axis=1, keepdims=True))
+  return jnp.where(plain_Bx1, v_BxPxX[:, 0], guided_BxX)
+
+
+def pass_conditions(m: model_lib.CSampleRNN, cond_BxMxFxC, guided: bool):
+  """The condition of every pass row, (B P, F, C): each output row's M
+  components and then, guided, the null condition (P = M + 1); unguided
+  there is one component and P = 1."""
+  if not guided:
+    return cond_BxMxFxC[:, 0]
+  b, _, f, c = cond_BxMxFxC.shape
+  null_Bx1xFxC = jnp.broadcast_to(m.null_condition(b)[:, None, None],
+                                  (b, 1, f, c))
+  return jnp.concatenate([cond_BxMxFxC, null_Bx1xFxC], axis=1).reshape(
+      b * (cond_BxMxFxC.shape[1] + 1), f, c)
 
 
 def draw(logits_BxQ, keys_B, temperature_B, options: SamplingOptions):
@@ -109,12 +189,13 @@ def prime(m: model_lib.CSampleRNN, state: GenState, prime_BxP, cond_BxC):
 
 
 class _Frame(NamedTuple):
-  """Scan state inside one top frame: GRU states, the samples of the previous
-  and the current top frame (B, 2 FS(K)), the running tap sums (FS(1), B, dim)
-  and the log-probabilities of the current frame's samples (B, FS(K))."""
+  """Scan state inside one top frame, over R = B P pass rows: GRU states, the
+  samples of the previous and the current top frame (R, 2 FS(K)), the running
+  tap sums (FS(1), R, dim), and the log-probabilities of the current frame's
+  samples per output row (B, FS(K))."""
   carry: tuple
-  buf_BxL2: jax.Array
-  acc_FxBxD: jax.Array
+  buf_RxL2: jax.Array
+  acc_FxRxD: jax.Array
   logp_BxL: jax.Array
 
 
@@ -126,8 +207,19 @@ class _Context:
   push_QxFxD: jax.Array
   keys_B: jax.Array
   temperature_B: jax.Array
+  scales_BxM: jax.Array  # guidance scale of each row's components
   options: "SamplingOptions"
   frame_start: jax.Array  # absolute index of the top frame's first sample
+
+  @property
+  def passes(self) -> int:
+    return self.scales_BxM.shape[1] + 1 if self.options.guided else 1
+
+  def guided(self, values_RxX):
+    """The output rows' values (B, X) from their passes' (R, X)."""
+    if not self.options.guided:
+      return values_RxX
+    return guide(values_RxX, self.scales_BxM)
 
   def head(self, features_BxD, c_BxD):
     mlp = self.m.mlp
@@ -137,99 +229,117 @@ class _Context:
                 mlp.output(), mlp.output_bias[...])
 
 
-def _samples(ctx: _Context, c_BxRxD, state: _Frame, base):
+def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
   """Innermost scan: one sample per tier-2 vector, starting at ``base``."""
   lookback, fs1 = ctx.m.cfg.lookback, ctx.m.cfg.frame_sizes[0]
 
   def body(state, xs):
-    j, c_BxD = xs
+    j, c_RxD = xs
     pos = base + j
     if ctx.options.backend == "scan":
-      prev_BxF = jax.lax.dynamic_slice_in_dim(state.buf_BxL2,
+      prev_RxF = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
                                               lookback + pos - fs1, fs1, 1)
-      features_BxD = sample_step.scan_features(ctx.tables_FxQxD, prev_BxF)
+      features_RxD = sample_step.scan_features(ctx.tables_FxQxD, prev_RxF)
     else:
-      features_BxD = state.acc_FxBxD[0]
-    logits_BxQ = ctx.head(features_BxD, c_BxD)
+      features_RxD = state.acc_FxRxD[0]
+    if ctx.options.guide == "cond_vectors":  # the passes share the samples
+      logits_BxQ = ctx.head(features_RxD[::ctx.passes], ctx.guided(c_RxD))
+    else:
+      logits_BxQ = ctx.guided(ctx.head(features_RxD, c_RxD))
     step_keys = jax.vmap(jax.random.fold_in, (0, None))(
         ctx.keys_B, ctx.frame_start + pos)
     x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options)
     logp_Bx1 = jnp.take_along_axis(jax.nn.log_softmax(logits_BxQ, axis=-1),
                                    x_B[:, None], 1)
-    acc = state.acc_FxBxD
+    x_R = jnp.repeat(x_B, ctx.passes)  # every pass continues the same audio
+    acc = state.acc_FxRxD
     if ctx.options.backend != "scan":
-      acc = sample_step.push(ctx.push_QxFxD, acc, x_B)
+      acc = sample_step.push(ctx.push_QxFxD, acc, x_R)
     return state._replace(
-        buf_BxL2=jax.lax.dynamic_update_slice_in_dim(
-            state.buf_BxL2, x_B[:, None], lookback + pos, 1),
-        acc_FxBxD=acc,
+        buf_RxL2=jax.lax.dynamic_update_slice_in_dim(
+            state.buf_RxL2, x_R[:, None], lookback + pos, 1),
+        acc_FxRxD=acc,
         logp_BxL=jax.lax.dynamic_update_slice_in_dim(
             state.logp_BxL, logp_Bx1, pos, 1)), None
 
-  xs = (jnp.arange(c_BxRxD.shape[1]), jnp.swapaxes(c_BxRxD, 0, 1))
+  xs = (jnp.arange(c_RxSxD.shape[1]), jnp.swapaxes(c_RxSxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]
 
 
-def _run_below(ctx: _Context, tier_index, vectors_BxRxD, state: _Frame, base,
-               cond_BxC):
+def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
+               cond_RxC):
   """Consume the vectors tier ``tier_index + 1`` emitted for one of its frames:
   run tier ``tier_index`` (or the MLP when -1) once per vector."""
   if tier_index < 0:
-    return _samples(ctx, vectors_BxRxD, state, base)
+    return _samples(ctx, vectors_RxSxD, state, base)
   m = ctx.m
   n, lookback = m.cfg.frame_sizes[tier_index + 1], m.cfg.lookback
 
   def body(state, xs):
-    j, upper_BxD = xs
+    j, upper_RxD = xs
     pos = base + j * n
-    frame_BxN = jax.lax.dynamic_slice_in_dim(state.buf_BxL2,
+    frame_RxN = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
                                              lookback + pos - n, n, 1)
-    vectors, h = m.frame_step(tier_index, frame_BxN, cond_BxC, upper_BxD,
+    vectors, h = m.frame_step(tier_index, frame_RxN, cond_RxC, upper_RxD,
                               state.carry[tier_index])
     carry = state.carry[:tier_index] + (h,) + state.carry[tier_index + 1:]
     return _run_below(ctx, tier_index - 1, vectors,
-                      state._replace(carry=carry), pos, cond_BxC), None
+                      state._replace(carry=carry), pos, cond_RxC), None
 
-  xs = (jnp.arange(vectors_BxRxD.shape[1]), jnp.swapaxes(vectors_BxRxD, 0, 1))
+  xs = (jnp.arange(vectors_RxSxD.shape[1]), jnp.swapaxes(vectors_RxSxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]
 
 
-def generate_segment(m, state: GenState, cond_BxFxC, keys_B, temperature_B,
-                     start_index, options: SamplingOptions):
-  """F = cond_BxFxC.shape[1] top frames of audio after ``state``.
+def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
+                     scales_BxM, start_index, options: SamplingOptions):
+  """F = cond_BxMxFxC.shape[2] top frames of audio after ``state``.
 
+  cond_BxMxFxC: each row's M condition components per top frame (M = 1
+  without guidance); scales_BxM: their guidance scales (unused without
+  guidance). ``state`` holds B P rows (``pass_conditions``).
   Returns (state, samples_BxS with S = F * FS(K), logp_BxS: each sample's
-  log-probability under the untempered model). ``start_index`` is the
-  absolute index of the first sample (for the per-sample keys).
+  log-probability under the untempered, guided model). ``start_index`` is
+  the absolute index of the first sample (for the per-sample keys).
   """
   lookback, fs1 = m.cfg.lookback, m.cfg.frame_sizes[0]
   top = len(m.frame_tiers) - 1
   tables_FxQxD = m.mlp.tables()
-  b = state.last_frame_BxL.shape[0]
+  cond_RxFxC = pass_conditions(m, cond_BxMxFxC, options.guided)
+  b, r = keys_B.shape[0], cond_RxFxC.shape[0]
 
   def top_frame(gen, xs):
-    carry, last_BxL, acc_FxBxD = gen
-    f, cond_BxC = xs
-    vectors, h = m.frame_step(top, last_BxL, cond_BxC, None, carry[top])
+    carry, last_RxL, acc_FxRxD = gen
+    f, cond_RxC = xs
+    vectors, h = m.frame_step(top, last_RxL, cond_RxC, None, carry[top])
     ctx = _Context(m, tables_FxQxD, push_QxFxD, keys_B, temperature_B,
-                   options, start_index + f * lookback)
+                   scales_BxM, options, start_index + f * lookback)
     frame = _Frame(
         carry[:top] + (h,),
-        jnp.concatenate([last_BxL, jnp.zeros((b, lookback), jnp.int32)], 1),
-        acc_FxBxD, jnp.zeros((b, lookback)))
-    frame = _run_below(ctx, top - 1, vectors, frame, 0, cond_BxC)
-    frame_BxL = frame.buf_BxL2[:, lookback:]
-    return ((frame.carry, frame_BxL, frame.acc_FxBxD),
-            (frame_BxL, frame.logp_BxL))
+        jnp.concatenate([last_RxL, jnp.zeros((r, lookback), jnp.int32)], 1),
+        acc_FxRxD, jnp.zeros((b, lookback)))
+    frame = _run_below(ctx, top - 1, vectors, frame, 0, cond_RxC)
+    frame_RxL = frame.buf_RxL2[:, lookback:]
+    return ((frame.carry, frame_RxL, frame.acc_FxRxD),
+            (frame_RxL[::r // b], frame.logp_BxL))
 
   push_QxFxD = sample_step.push_tables(tables_FxQxD)
-  acc_FxBxD = sample_step.initial_sums(tables_FxQxD,
+  acc_FxRxD = sample_step.initial_sums(tables_FxQxD,
                                        state.last_frame_BxL[:, -fs1:])
-  xs = (jnp.arange(cond_BxFxC.shape[1]), jnp.swapaxes(cond_BxFxC, 0, 1))
+  xs = (jnp.arange(cond_RxFxC.shape[1]), jnp.swapaxes(cond_RxFxC, 0, 1))
   (carry, last, _), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
-      top_frame, (state.carry, state.last_frame_BxL, acc_FxBxD), xs)
+      top_frame, (state.carry, state.last_frame_BxL, acc_FxRxD), xs)
   flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(b, -1)
   return GenState(carry, last), flat(frames_FxBxL), flat(logp_FxBxL)
+
+
+class _Rows(NamedTuple):
+  """A batch's checked inputs, one entry per output row: M condition
+  components per top frame (B, M, N, C), keys, temperatures (B,) and the
+  components' guidance scales (B, M)."""
+  cond_BxMxNxC: jax.Array
+  keys_B: jax.Array
+  temperature_B: jax.Array
+  scales_BxM: jax.Array
 
 
 class Generator:
@@ -249,87 +359,126 @@ class Generator:
       self.params = sharding.replicate(self.params, mesh)
     self._segment = jax.jit(self._segment_impl, static_argnames=("options",))
     self._prime = jax.jit(self._prime_impl,
-                          static_argnames=("batch_size", "start"))
+                          static_argnames=("start", "guided"))
     self.traces = 0  # how often the segment program was traced (tests)
 
-  def _segment_impl(self, params, state, cond_BxFxC, keys_B, temperature_B,
-                    start_index, options):
+  def _segment_impl(self, params, state, cond_BxMxFxC, keys_B, temperature_B,
+                    scales_BxM, start_index, options):
     self.traces += 1
     m = model_lib.bind(self.graphdef, params)
-    return generate_segment(m, state, cond_BxFxC, keys_B, temperature_B,
-                            start_index, options)
+    return generate_segment(m, state, cond_BxMxFxC, keys_B, temperature_B,
+                            scales_BxM, start_index, options)
 
-  def _prime_impl(self, params, prime_BxP, cond_BxC, batch_size, start):
+  def _prime_impl(self, params, prime_BxP, cond_BxMxC, start, guided):
+    """The state before the first sample, B P pass rows (B = cond rows)."""
     m = model_lib.bind(self.graphdef, params)
-    state = initial_state(m, batch_size, start)
+    cond_RxC = pass_conditions(m, cond_BxMxC[:, :, None], guided)[:, 0]
+    state = initial_state(m, cond_RxC.shape[0], start)
     if prime_BxP is None:
       return state
-    return prime(m, state, prime_BxP, cond_BxC)
+    passes = cond_RxC.shape[0] // cond_BxMxC.shape[0]
+    return prime(m, state, jnp.repeat(jnp.asarray(prime_BxP), passes, axis=0),
+                 cond_RxC)
 
-  def _check(self, cond, batch_size):
+  def _rows(self, cond, seeds, n_frames: int, temperature, guidance,
+            mix_weights, options: SamplingOptions) -> _Rows:
+    """Checks a batch's inputs (see ``segments``) and shapes them for the
+    compiled programs."""
     c = self.cfg.cond_dim
-    if cond.shape[0] != batch_size or cond.shape[-1] != c:
-      raise ValueError(f"condition of shape {cond.shape}; expected ({batch_size}"
-                       f", {c}) or ({batch_size}, frames, {c})")
+    cond = jnp.asarray(cond, jnp.float32)
+    seeds = np.asarray(seeds, np.uint32).reshape(-1)
+    b = seeds.shape[0]
+    schedule = mix_weights is None and cond.ndim == 3
+    if mix_weights is None:
+      weights_BxM = jnp.ones((b, 1), jnp.float32)
+      if cond.shape[0] != b or cond.shape[-1] != c or cond.ndim not in (2, 3):
+        raise ValueError(f"condition of shape {cond.shape}; expected ({b}, {c})"
+                         f" or ({b}, frames, {c})")
+      cond = cond[:, None] if cond.ndim == 3 else cond[:, None, None]
+    else:
+      weights_BxM = jnp.asarray(mix_weights, jnp.float32)
+      if weights_BxM.ndim != 2 or weights_BxM.shape[0] != b:
+        raise ValueError(f"mix_weights of shape {weights_BxM.shape}; expected"
+                         f" ({b}, components)")
+      if cond.shape != (b, weights_BxM.shape[1], c):
+        raise ValueError(
+            f"condition of shape {cond.shape}; a mix of {weights_BxM.shape[1]}"
+            f" components needs one vector per component: ({b}, "
+            f"{weights_BxM.shape[1]}, {c})")
+      cond = cond[:, :, None]
+    if not schedule:
+      cond = jnp.broadcast_to(cond, cond.shape[:2] + (n_frames, c))
+    elif cond.shape[2] < n_frames:
+      raise ValueError(f"the condition schedule has {cond.shape[2]} vectors;"
+                       f" {n_frames} top frames need one each (one per "
+                       f"{self.cfg.lookback} samples)")
+    temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
+                                     (b,))
+    if not bool(jnp.all(temperature_B > 0)):
+      raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
+    scales_BxM = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32),
+                                  (b,))[:, None] * weights_BxM
+    if not bool(jnp.all(jnp.isfinite(scales_BxM))):
+      raise ValueError("guidance scales and mix weights must be finite")
+    plain = mix_weights is None and bool(jnp.all(scales_BxM == 1))
+    if not options.guided and not plain:
+      raise ValueError(
+          "guidance other than 1 and mixes run the guided program: pass "
+          "options=SamplingOptions(guide='logits') (or 'cond_vectors')")
+    return _Rows(cond, jax.vmap(jax.random.key)(jnp.asarray(seeds)),
+                 temperature_B, scales_BxM)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
-               start: str = "h0", segment_samples: int = 16000):
+               start: str = "h0", segment_samples: int = 16000,
+               guidance=1.0, mix_weights=None):
     """Yields (samples_BxS, logp_BxS) per segment of about
     ``segment_samples`` until ``num_samples`` are out (the last is trimmed).
     logp_BxS: each sample's log-probability under the (untempered) model.
 
     cond: (B, C), or a schedule (B, N, C) with one vector per top frame
     (N >= num_samples / FS(K)). seeds: B ints. temperature: scalar or (B,).
+    guidance: the scale s, scalar or (B,), with ``options.guide`` on:
+    ``l_null + s (l_cond - l_null)`` (1: plain sampling; 0: the null
+    condition alone). mix_weights (B, M): a product of experts of M
+    conditions, cond (B, M, C) holding them; component i's scale is
+    ``guidance * mix_weights[:, i]``.
     """
     lookback = self.cfg.lookback
-    cond = jnp.asarray(cond, jnp.float32)
-    seeds = np.asarray(seeds, np.uint32).reshape(-1)
-    b = seeds.shape[0]
-    self._check(cond, b)
-    temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
-                                     (b,))
-    if not bool(jnp.all(temperature_B > 0)):
-      raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
     n_frames = math.ceil(num_samples / lookback)
-    if cond.ndim == 2:
-      cond = jnp.broadcast_to(cond[:, None], (b, n_frames, cond.shape[-1]))
-    elif cond.shape[1] < n_frames:
-      raise ValueError(f"the condition schedule has {cond.shape[1]} vectors;"
-                       f" {num_samples} samples need {n_frames} (one per "
-                       f"{lookback} samples)")
+    rows = self._rows(cond, seeds, n_frames, temperature, guidance,
+                      mix_weights, options)
+    b = rows.keys_B.shape[0]
     if self.mesh is not None:  # pad the rows to a multiple of the devices
-      rows = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)),
-                        b - 1)
-      cond, seeds, temperature_B = cond[rows], seeds[rows], temperature_B[rows]
-      prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[rows]
-    keys_B = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    state = self._prime(self.params, prime_BxP, cond[:, 0],
-                        batch_size=len(seeds), start=start)
+      pad = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)), b - 1)
+      rows = jax.tree_util.tree_map(lambda x: x[pad], rows)
+      prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[pad]
+    state = self._prime(self.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0],
+                        start=start, guided=options.guided)
     if self.mesh is not None:
       state = GenState(
           sharding.shard_batch_rows(state.carry, self.mesh, batch_axis=1),
           sharding.shard_batch_rows(state.last_frame_BxL, self.mesh))
-      cond, keys_B, temperature_B = sharding.shard_batch_rows(
-          (cond, keys_B, temperature_B), self.mesh)
+      rows = sharding.shard_batch_rows(rows, self.mesh)
     per_segment = max(1, segment_samples // lookback)
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
       frames = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
       state, samples_BxS, logp_BxS = self._segment(
-          self.params, state, cond[:, frames], keys_B, temperature_B,
-          first * lookback, options=options)
+          self.params, state, rows.cond_BxMxNxC[:, :, frames], rows.keys_B,
+          rows.temperature_B, rows.scales_BxM, first * lookback,
+          options=options)
       keep = min(per_segment * lookback, num_samples - first * lookback)
       yield (np.asarray(samples_BxS[:b, :keep]),
              np.asarray(logp_BxS[:b, :keep]))
 
   def generate(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
-               start: str = "h0"):
+               start: str = "h0", guidance=1.0, mix_weights=None):
     """The whole batch in one compiled call: (samples_BxN int32, logp_BxN).
     ``logp_BxN.sum(1)`` is each sequence's log-likelihood under the model."""
     n_frames = math.ceil(num_samples / self.cfg.lookback)
     (samples_BxN, logp_BxN), = list(self.segments(
         cond, seeds, num_samples, temperature, options, prime_BxP, start,
-        segment_samples=n_frames * self.cfg.lookback))
+        n_frames * self.cfg.lookback, guidance, mix_weights))
     return samples_BxN, logp_BxN

@@ -1,6 +1,7 @@
-"""The crash guard (issue 10): rows that never crash are the plain
-generator's; a crashed row is rewound to the segment where its crash began and
-redrawn; the guard's rewinds reach the sidecars."""
+"""The crash guard: rows that never crash are the plain generator's; a
+crashed row is rewound to the segment where its crash began and redrawn (also
+with guidance, whose passes rewind together); the guard's rewinds reach the
+sidecars."""
 import json
 
 import numpy as np
@@ -71,6 +72,21 @@ def test_a_crashed_row_is_rewound_to_the_segment_of_its_onset(gen):
       SR, segment_seconds=SEGMENT / SR, detector=FireOnCall(5, 0.015)),
                      [3, 4], 1600)
   np.testing.assert_array_equal(again, samples)  # seeded
+
+
+def test_guided_rows_rewind_with_their_null_pass(gen):
+  options = sampling.SamplingOptions(guide="logits")
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015))
+  chunks = list(guard.segments(gen, np.eye(3)[:2], [3, 4], 1600,
+                               options=options, guidance=[3.0, 2.0]))
+  samples = np.concatenate([s for s, _ in chunks], 1)
+  plain, _ = gen.generate(np.eye(3)[:2], [3, 4], 1600, options=options,
+                          guidance=[3.0, 2.0])
+  assert guard.rewinds == [1, 0]
+  np.testing.assert_array_equal(samples[1], plain[1])
+  np.testing.assert_array_equal(samples[0, :SEGMENT], plain[0, :SEGMENT])
+  assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
 
 
 def test_rewinds_stop_at_max_rewinds(gen):

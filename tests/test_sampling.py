@@ -1,5 +1,6 @@
-"""Generation (DESIGN §5): one compiled program, seeds, greedy, priming,
-log-likelihood, conditioning, segments, and the sample.py CLI."""
+"""Generation: one compiled program, seeds, greedy, priming,
+log-likelihood, conditioning, segments, sampling rules, classifier-free
+guidance and mixes, and the sample.py CLI."""
 import json
 import pathlib
 import subprocess
@@ -15,6 +16,7 @@ from csrnn_jax import audio
 from csrnn_jax import model as M
 from csrnn_jax import sample_cli
 from csrnn_jax import sampling
+from csrnn_jax import sharding
 from csrnn_jax import trainer
 from test_model import randomize
 from test_trainer import tiny_config
@@ -93,6 +95,52 @@ def test_top_p_and_top_k_filters():
     sampling.SamplingOptions(top_p=0.0)
 
 
+def test_min_p_and_typical_filters():
+  probs = jnp.array([[0.5, 0.3, 0.15, 0.05]])
+  kept = lambda o, p=probs: np.isfinite(
+      sampling.filter_logits(jnp.log(p), o))[0].tolist()
+  # min-p keeps p >= min_p * 0.5.
+  assert kept(sampling.SamplingOptions(min_p=0.3)) == [True, True, True, False]
+  assert kept(sampling.SamplingOptions(min_p=0.7)) == [True, False, False,
+                                                      False]
+  # Entropy 1.142 nats; information -log p = 0.693, 1.204, 1.897, 2.996 is
+  # 0.449, 0.062, 0.755, 1.854 away from it: the order is 1, 0, 2, 3.
+  assert kept(sampling.SamplingOptions(typical_p=0.2)) == [False, True, False,
+                                                          False]
+  assert kept(sampling.SamplingOptions(typical_p=0.5)) == [True, True, False,
+                                                          False]
+  assert kept(sampling.SamplingOptions(typical_p=0.9)) == [True, True, True,
+                                                          False]
+  # Entropy 1.332: the three 0.2 tokens (information 1.609) come before the
+  # likeliest (0.916); typical sampling drops the mode here.
+  flat = jnp.array([[0.4, 0.2, 0.2, 0.2]])
+  assert kept(sampling.SamplingOptions(typical_p=0.5), flat) == [
+      False, True, True, True]
+  # Each rule sees what the ones before kept: after top-k 2, (0.625, 0.375)
+  # has entropy 0.662 and information 0.470, 0.981: token 0 comes first and
+  # alone reaches 0.5 (without top-k, tokens 1 and 0 are kept).
+  assert kept(sampling.SamplingOptions(top_k=2, typical_p=0.5)) == [
+      True, False, False, False]
+  assert kept(sampling.SamplingOptions(top_k=3, min_p=0.5)) == [True, True,
+                                                               False, False]
+  for bad in ({"min_p": -0.1}, {"typical_p": 0.0}, {"guide": "both"}):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      sampling.SamplingOptions(**bad)
+
+
+def test_sampling_rules_apply_after_temperature(tiny_generator):
+  graphdef, params, gen = tiny_generator
+  cond = np.eye(3)[:2]
+  for options in (sampling.SamplingOptions(min_p=0.3),
+                  sampling.SamplingOptions(typical_p=0.5)):
+    x, _ = gen.generate(cond, [1, 2], 48, temperature=1.5, options=options)
+    _, logits = teacher_forced_logp(graphdef, params, x, cond)
+    kept = sampling.filter_logits(logits.reshape(-1, 256) / 1.5, options)
+    assert np.all(np.isfinite(np.take_along_axis(
+        kept, np.asarray(x).reshape(-1, 1), 1)))
+    assert np.mean(np.isfinite(kept)) < 0.5  # the rule did cut tokens
+
+
 def test_priming_continues_the_audio(tiny_generator):
   graphdef, params, gen = tiny_generator
   cond = np.eye(3)[:1]
@@ -132,6 +180,139 @@ def test_bad_inputs(tiny_generator):
     gen.generate(np.eye(3)[:1], [1], 16, temperature=0.0)
   with pytest.raises(ValueError, match="schedule has 1 vectors"):
     gen.generate(np.eye(3)[None, :1], [1], 32)
+
+
+@pytest.fixture(scope="module")
+def guided_generator():
+  """A model whose null condition is learned (and random here), so the null
+  passes must read it from the model."""
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=24, cond_dim=3, n_rnn=2,
+                      null_cond="learned")
+  graphdef, params = M.build(cfg, 0)
+  params = randomize(params, 1, scale=0.2)
+  return graphdef, params, sampling.Generator(graphdef, params)
+
+
+def guided_reference(graphdef, params, x_BxN, conds, scales_BxM, guide):
+  """Guided logits (B, N, Q) for every prefix of x_BxN (after q_zero
+  silence), from the teacher-forced forward under each condition component
+  (conds: M arrays (B, C)) and the null condition, combined as
+  ``null + sum_i s_i (v_i - null)`` on the logits or on the tier-2 vectors."""
+  m = M.bind(graphdef, params)
+  b, lookback, fs1 = x_BxN.shape[0], m.cfg.lookback, m.cfg.frame_sizes[0]
+  x = jnp.concatenate([jnp.full((b, lookback), 128, jnp.int32),
+                       jnp.asarray(x_BxN)], axis=1)
+  carry = m.initial_carry(b)
+  conds = list(conds) + [m.null_condition(b)]
+
+  def combine(v):
+    return v[-1] + sum(scales_BxM[:, i, None, None] * (v[i] - v[-1])
+                       for i in range(len(v) - 1))
+
+  if guide == "logits":
+    return combine([m.forward(x, c, carry)[0] for c in conds])
+  c_BxNxD = combine([m.frame_tiers_forward(x, c, carry)[0] for c in conds])
+  return m.mlp.head(m.mlp.features(x[:, lookback - fs1:-1]), c_BxNxD)
+
+
+def guided(guide, **options):
+  return sampling.SamplingOptions(guide=guide, **options)
+
+
+def test_guidance_one_is_plain_sampling_bit_for_bit(guided_generator):
+  graphdef, params, gen = guided_generator
+  cond, seeds, t = np.eye(3)[[0, 2]], [7, 8], [0.8, 1.3]
+  plain_x, plain_logp = gen.generate(cond, seeds, 64, temperature=t)
+  for guide in ("logits", "cond_vectors"):
+    x, logp = gen.generate(cond, seeds, 64, temperature=t,
+                           options=guided(guide), guidance=[1.0, 3.0])
+    np.testing.assert_array_equal(x[0], plain_x[0])
+    np.testing.assert_array_equal(logp[0], plain_logp[0])
+    assert np.mean(x[1] != plain_x[1]) > 0.2  # guidance 3 changes the audio
+  # Unguided, the programs run one pass per row; guided, two.
+  state = gen._prime(gen.params, None, jnp.asarray(cond)[:, None],
+                     start="h0", guided=False)
+  assert state.last_frame_BxL.shape[0] == 2
+  state = gen._prime(gen.params, None, jnp.asarray(cond)[:, None],
+                     start="h0", guided=True)
+  assert state.last_frame_BxL.shape[0] == 4
+
+
+@pytest.mark.parametrize("guide", ["logits", "cond_vectors"])
+def test_guided_generation_equals_the_step_by_step_reference(
+    guided_generator, guide):
+  graphdef, params, gen = guided_generator
+  cond = np.eye(3)[[0, 1, 2]]
+  guidance = np.array([0.0, 2.5, -1.0], np.float32)  # 0: the null alone
+  before = gen.traces
+  x, logp = gen.generate(cond, [1, 2, 3], 64, temperature=[0.9, 1.2, 1.0],
+                         options=guided(guide), guidance=guidance)
+  logits = guided_reference(graphdef, params, x, [cond], guidance[:, None],
+                            guide)
+  expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
+                                 -1)[..., 0]
+  # The step path and the windowed forward sum in other orders (float32):
+  # about 1e-6 apart in log-probabilities of up to 8, with the guidance
+  # scales (|s| + |1 - s| <= 4) amplifying the logits' differences; 1e-4 is
+  # the bound of the unguided teacher-forced tests. A wrong null condition
+  # (zeros) is 0.5 off.
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  greedy, _ = gen.generate(cond, [4, 5, 6], 64, options=guided(guide, top_k=1),
+                           guidance=guidance)
+  logits = guided_reference(graphdef, params, greedy, [cond],
+                            guidance[:, None], guide)
+  np.testing.assert_array_equal(greedy, np.argmax(logits, axis=-1))
+  x2, _ = gen.generate(cond, [1, 2, 3], 64, temperature=[0.9, 1.2, 1.0],
+                       options=guided(guide), guidance=guidance[::-1])
+  assert gen.traces == before + 2  # sampled and greedy; new scales: no trace
+  assert np.mean(x2[0] != x[0]) > 0.2
+
+
+def test_a_mix_of_two_conditions_equals_the_reference(guided_generator):
+  graphdef, params, gen = guided_generator
+  components = np.eye(3)[[[0, 1], [2, 0]]]  # (B, M, C)
+  weights = np.array([[0.5, 0.5], [1.0, -0.5]], np.float32)
+  guidance = np.array([2.0, 1.5], np.float32)
+  x, logp = gen.generate(components, [1, 2], 64, options=guided("logits"),
+                         guidance=guidance, mix_weights=weights)
+  logits = guided_reference(graphdef, params, x, [components[:, 0],
+                                                  components[:, 1]],
+                            guidance[:, None] * weights, "logits")
+  expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
+                                 -1)[..., 0]
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  # Weights (1, 0) are the first condition alone, bit for bit.
+  alone, alone_logp = gen.generate(
+      components, [1, 2], 64, options=guided("logits"),
+      mix_weights=[[1.0, 0.0], [1.0, 0.0]])
+  plain, plain_logp = gen.generate(components[:, 0], [1, 2], 64)
+  np.testing.assert_array_equal(alone, plain)
+  np.testing.assert_array_equal(alone_logp, plain_logp)
+
+
+def test_guidance_errors(guided_generator):
+  _, _, gen = guided_generator
+  with pytest.raises(ValueError, match="guide='logits'"):
+    gen.generate(np.eye(3)[:1], [1], 16, guidance=2.0)
+  with pytest.raises(ValueError, match=r"mix of 2 components needs .*\(1, 2, 3\)"):
+    gen.generate(np.eye(3)[:1], [1], 16, options=guided("logits"),
+                 mix_weights=[[0.5, 0.5]])
+  with pytest.raises(ValueError, match="finite"):
+    gen.generate(np.eye(3)[:1], [1], 16, options=guided("logits"),
+                 guidance=np.inf)
+
+
+def test_guided_generation_sharded_equals_one_device(guided_generator):
+  graphdef, params, gen = guided_generator
+  cond, guidance = np.eye(3)[[0, 1, 1]], [1.0, 2.0, 0.5]
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 4
+  one = gen.generate(cond, [1, 2, 3], 48, options=guided("logits"),
+                     guidance=guidance)
+  many = sampling.Generator(graphdef, params, mesh).generate(
+      cond, [1, 2, 3], 48, options=guided("logits"), guidance=guidance)
+  np.testing.assert_array_equal(many[0], one[0])
+  np.testing.assert_allclose(many[1], one[1], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
