@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
       sample_input="taps",  # taps | conv (the plain reference)
       gru_backend="auto",  # auto | scan (the reference) | fused | pallas
       null_cond="zeros",  # zeros | learned: the condition of "no condition"
+      cond_mlp=False,  # the condition also enters the sample-level MLP
+      cond_embed_dim=0,  # > 0: a learned linear condition embedding (no bias)
+      preemphasis=0.0,  # noise shaping filter coefficient in [0, 1), e.g. 0.85
   ))
   c.data = ml_collections.ConfigDict(dict(
       dataset_dir="",  # a folder written by csrnn-prepare
@@ -51,6 +54,8 @@ def base_config() -> ml_collections.ConfigDict:
       clip="value",  # value (element-wise, the reference) | global_norm | none
       clip_value=1.0,
       cond_dropout=0.0,  # share of chunks trained with the null condition
+      input_noise=0.0,  # share of input samples moved by a random error
+      input_noise_levels=2,  # the error: an integer in [-k, k] \ {0} levels
       scan_windows=True,  # all windows of a chunk batch in one dispatch
       eval_every=1000,  # steps; validation over the whole valid split
       eval_batch_size=32,

@@ -44,6 +44,9 @@ class ModelConfig:
   sample_input: str = "taps"  # "conv" is the plain reference path.
   gru_backend: str = "auto"  # auto | scan (reference) | fused | pallas
   null_cond: str = "zeros"  # the null condition: zeros | learned
+  cond_mlp: bool = False  # the condition also enters the sample-level MLP
+  cond_embed_dim: int = 0  # > 0: a learned condition embedding of this size
+  preemphasis: float = 0.0  # noise shaping (audio.encode / decode); 0 = off
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
@@ -63,11 +66,17 @@ class ModelConfig:
           f"model.frame_sizes={fs!r}: the MLP window FS(1)={fs[0]} must not "
           f"exceed the top frame FS(K)={fs[-1]}")
     for name, low in (("dim", 1), ("n_rnn", 1), ("q_levels", 2),
-                      ("cond_dim", 0)):
+                      ("cond_dim", 0), ("cond_embed_dim", 0)):
       value = getattr(self, name)
       if not isinstance(value, int) or value < low:
         raise ValueError(
             f"model.{name}={value!r} must be an integer >= {low}")
+    if isinstance(self.preemphasis, bool) or not isinstance(
+        self.preemphasis, (int, float)):
+      raise ValueError(
+          f"model.preemphasis={self.preemphasis!r} must be a number in [0, 1)")
+    object.__setattr__(self, "preemphasis", float(self.preemphasis))
+    audio.check_preemphasis(self.preemphasis)
     audio.check_quantization(self.quantization)
     if self.gru_backend not in GRU_BACKENDS:
       raise ValueError(
@@ -87,6 +96,12 @@ class ModelConfig:
     """``auto`` is ``fused`` on every platform: the Pallas kernel is kept for
     GPU/TPU experiments but has not been measured faster there."""
     return "fused" if self.gru_backend == "auto" else self.gru_backend
+
+  @property
+  def cond_input_dim(self) -> int:
+    """Entries of the condition that the tiers (and the MLP) read: the
+    embedding's size with ``cond_embed_dim``, else cond_dim."""
+    return self.cond_embed_dim or self.cond_dim
 
   @property
   def num_tiers(self) -> int:
@@ -172,7 +187,7 @@ class FrameTier(nnx.Module):
                rngs: nnx.Rngs):
     self.frame_size, self.ratio = frame_size, ratio
     self.gru_backend = cfg.resolved_gru_backend
-    dim, in_dim = cfg.dim, frame_size + cfg.cond_dim
+    dim, in_dim = cfg.dim, frame_size + cfg.cond_input_dim
     self.input = Weight(_kaiming_uniform(rngs, (in_dim, dim), in_dim),
                         cfg.weight_norm, keep_axis=1)
     self.input_bias = nnx.Param(jnp.zeros((dim,)))
@@ -247,6 +262,15 @@ class SampleMLP(nnx.Module):
     self.output = Weight(_lecun_uniform(rngs, (dim, q), dim),
                          cfg.weight_norm, keep_axis=1)
     self.output_bias = nnx.Param(jnp.zeros((q,)))
+    if cfg.cond_mlp:
+      # Zeros, so training starts from the reference layout's function; no
+      # weight norm (the norm of a zero weight is 0/0).
+      self.cond = nnx.Param(jnp.zeros((cfg.cond_input_dim, dim)))
+
+  def condition(self, cond_BxTxC):
+    """The condition's own term of the MLP input (``cond_mlp``), added to
+    tier 2's vectors: (..., C') -> (..., dim)."""
+    return cond_BxTxC @ self.cond[...]
 
   def tables(self):
     """Tap tables (FS(1), Q, dim) for the current parameters."""
@@ -290,11 +314,24 @@ class CSampleRNN(nnx.Module):
   """The whole model. ``frame_tiers[i]`` is tier i + 2 (bottom first)."""
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    # Checked here, not in ModelConfig: a config checked before its dataset
+    # fills in cond_dim has none yet.
+    if (cfg.cond_mlp or cfg.cond_embed_dim) and not cfg.cond_dim:
+      raise ValueError(
+          f"model.cond_mlp={cfg.cond_mlp}, model.cond_embed_dim="
+          f"{cfg.cond_embed_dim} shape the condition, but this model is "
+          "unconditional (cond_dim=0); turn them off or train on a labelled "
+          "dataset")
     self.cfg = cfg
     self.frame_tiers = nnx.List([
         FrameTier(cfg, fs, r, rngs)
         for fs, r in zip(cfg.frame_sizes[1:], cfg.upsample_ratios)])
     self.mlp = SampleMLP(cfg, rngs)
+    if cfg.cond_embed_dim:
+      # Bound sqrt(3 / E): a one-hot condition's embedding starts with an
+      # expected squared norm of 1, the one-hot vector's own.
+      self.cond_embed = nnx.Param(_lecun_uniform(
+          rngs, (cfg.cond_dim, cfg.cond_embed_dim), cfg.cond_embed_dim))
     if cfg.null_cond == "learned":
       self.null_cond = nnx.Param(jnp.zeros((cfg.cond_dim,)))
 
@@ -310,6 +347,15 @@ class CSampleRNN(nnx.Module):
     """Hidden states at a sequence start: a tuple over frame tiers (bottom
     first) of (n_rnn, B, dim) arrays, each the tier's h0."""
     return tuple(t.initial_state(batch_size) for t in self.frame_tiers)
+
+  def embed_condition(self, cond):
+    """The condition as the tiers and the MLP read it: (..., C) -> (..., C')
+    through the learned linear embedding with ``cond_embed_dim``, else as
+    given. No bias: every layer it feeds adds its own, and the zero vector
+    (the null condition) stays zero."""
+    if cond is None or not self.cfg.cond_embed_dim:
+      return cond
+    return jnp.asarray(cond, jnp.float32) @ self.cond_embed[...]
 
   def _check_cond(self, cond):
     c = 0 if cond is None else cond.shape[-1]
@@ -332,11 +378,13 @@ class CSampleRNN(nnx.Module):
     return self.mlp.head(features_BxTxD, c_BxTxD), new_carry
 
   def frame_tiers_forward(self, x_BxW, cond, carry):
-    """The frame tiers alone over a window (as ``forward``): returns tier 2's
-    per-sample vectors (B, T, dim) and the new carry. Priming a generator
-    needs only this part."""
+    """The frame tiers alone over a window (as ``forward``): returns the
+    MLP's per-sample conditioning vectors (B, T, dim: tier 2's, plus the
+    condition's own term with ``cond_mlp``) and the new carry. Priming a
+    generator needs only this part."""
     cfg = self.cfg
     self._check_cond(cond)
+    cond = self.embed_condition(cond)
     b, w = x_BxW.shape
     lookback, t = cfg.lookback, w - cfg.lookback
     if t <= 0 or t % lookback:
@@ -355,6 +403,9 @@ class CSampleRNN(nnx.Module):
       if upper is not None:
         in_BxFxD = in_BxFxD + upper
       upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
+    if cfg.cond_mlp:
+      upper = upper + self.mlp.condition(cond_per_frame(cond, b, t, 1,
+                                                        lookback))
     return upper, tuple(new_carry)
 
   def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
@@ -363,11 +414,16 @@ class CSampleRNN(nnx.Module):
 
     frame_BxN: int, the FS(k) samples before the frame's first output.
     cond_BxC: (B, C) (C may be 0). upper_BxD: the tier above's vector, or
-    None for the top tier. Returns ((B, r_k, dim) vectors, new (n_rnn, B, dim)).
+    None for the top tier. Returns ((B, r_k, dim) vectors, new (n_rnn, B, dim));
+    tier 2's vectors are what the MLP reads, as in ``frame_tiers_forward``.
     """
     u_BxN = audio.frame_input(frame_BxN, self.cfg.q_levels)
-    return self.frame_tiers[tier_index].step(u_BxN, cond_BxC, upper_BxD,
-                                             h_LxBxD)
+    cond_BxC = self.embed_condition(cond_BxC)
+    vectors_BxRxD, h_LxBxD = self.frame_tiers[tier_index].step(
+        u_BxN, cond_BxC, upper_BxD, h_LxBxD)
+    if tier_index == 0 and self.cfg.cond_mlp:
+      vectors_BxRxD = vectors_BxRxD + self.mlp.condition(cond_BxC)[:, None]
+    return vectors_BxRxD, h_LxBxD
 
   def sample_logits(self, prev_BxF, c_BxD, tables_FxQxD=None):
     """One sample of the MLP: previous FS(1) int samples and the tier-2
@@ -437,11 +493,16 @@ def param_count(params) -> int:
 def macs_per_sample(cfg: ModelConfig) -> dict[str, float]:
   """Multiply-adds per generated sample, by tier (frame tiers amortised over
   their frame). ``sample_input`` counts the reference embedding+conv; the
-  tap-table path replaces it with FS(1) * dim additions (``taps_adds``)."""
-  d, c, q, fs = cfg.dim, cfg.cond_dim, cfg.q_levels, cfg.frame_sizes
+  tap-table path replaces it with FS(1) * dim additions (``taps_adds``).
+  The condition embedding and the MLP's condition term count where
+  generation computes them: once per frame of each tier, and of tier 2."""
+  d, c, q, fs = cfg.dim, cfg.cond_input_dim, cfg.q_levels, cfg.frame_sizes
   out = {}
   for k, (n, r) in enumerate(zip(fs[1:], cfg.upsample_ratios), start=2):
-    per_frame = (n + c) * d + cfg.n_rnn * 6 * d * d + d * d * r
+    per_frame = (cfg.cond_dim * cfg.cond_embed_dim + (n + c) * d
+                 + cfg.n_rnn * 6 * d * d + d * d * r)
+    if k == 2 and cfg.cond_mlp:
+      per_frame += c * d
     out[f"tier{k}"] = per_frame / n
   out["sample_input"] = q * fs[0] * d
   out["sample_mlp"] = d * d + d * q

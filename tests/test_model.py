@@ -1,5 +1,5 @@
 """The model of DESIGN §2: GRU equations, tap tables, causality, TBPTT,
-generation steps, conditioning, config errors, jit."""
+generation steps, conditioning (and where it enters), config errors, jit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,12 +167,15 @@ def step_log_probs(m, x_BxW, cond_BxNxC):
   return jnp.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("cond_dim,n_rnn,frame_sizes",
-                         [(0, 1, (4, 4, 16)), (3, 2, (4, 4, 16)),
-                          (3, 1, (2, 8))])
-def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes):
+@pytest.mark.parametrize("cond_dim,n_rnn,frame_sizes,options",
+                         [(0, 1, (4, 4, 16), {}), (3, 2, (4, 4, 16), {}),
+                          (3, 1, (2, 8), {}),
+                          (3, 1, (4, 4, 16), dict(cond_mlp=True)),
+                          (3, 1, (2, 8), dict(cond_mlp=True,
+                                              cond_embed_dim=5))])
+def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes, options):
   cfg = M.ModelConfig(frame_sizes=frame_sizes, dim=16, n_rnn=n_rnn,
-                      cond_dim=cond_dim)
+                      cond_dim=cond_dim, **options)
   graphdef, params = make(cfg)
   m = M.bind(graphdef, params)
   lookback, t_len = cfg.lookback, 2 * cfg.lookback
@@ -223,6 +226,9 @@ def test_global_condition_equals_constant_local_condition():
     (dict(n_rnn=0), "model.n_rnn"),
     (dict(quantization="ulaw"), "linear, mu-law, linear-minmax"),
     (dict(sample_input="fft"), "taps, conv"),
+    (dict(cond_embed_dim=-2), "model.cond_embed_dim=-2"),
+    (dict(preemphasis=1.0), r"preemphasis=1.0 must be in \[0, 1\)"),
+    (dict(preemphasis=True), "model.preemphasis=True must be a number"),
 ])
 def test_bad_config_names_field_and_allowed_values(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -237,8 +243,11 @@ def test_window_length_must_be_multiple_of_top_frame():
     m.forward(random_x(1, 16 + 20), None, m.initial_carry(1))
 
 
-def test_forward_same_with_and_without_jit_and_grads_flow():
-  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2, n_rnn=2)
+@pytest.mark.parametrize("options", [{}, dict(cond_mlp=True,
+                                              cond_embed_dim=3)])
+def test_forward_same_with_and_without_jit_and_grads_flow(options):
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2, n_rnn=2,
+                      **options)
   graphdef, params = make(cfg)
   x = random_x(2, 16 + 32)
   cond = jnp.eye(2)
@@ -314,3 +323,90 @@ def test_frame_input_scaling_matches_reference():
   x = jnp.array([0, 64, 128, 255])
   np.testing.assert_allclose(audio.frame_input(x, 256),
                              [-2.0, -1.0, 0.0, 2 * (255 / 128 - 1)])
+
+
+def test_cond_mlp_with_zero_weight_equals_the_reference_layout_exactly():
+  base = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3)
+  graphdef, params = make(base)
+  cond_graphdef, cond_params = M.build(
+      M.ModelConfig(**{**base.__dict__, "cond_mlp": True}))
+  assert cond_params["mlp"]["cond"].shape == (3, 16)
+  assert not np.any(cond_params["mlp"]["cond"])  # initialised to zeros
+  cond_params = {**params, "mlp": {**params["mlp"],
+                                   "cond": cond_params["mlp"]["cond"]}}
+  x = random_x(2, 16 + 32)
+  cond = jnp.array([[1.0, 0, 0], [0, 0.5, 2.0]])
+  m, cm = M.bind(graphdef, params), M.bind(cond_graphdef, cond_params)
+  expected, _ = m.forward(x, cond, m.initial_carry(2))
+  got, _ = cm.forward(x, cond, cm.initial_carry(2))
+  np.testing.assert_array_equal(got, expected)
+  # A nonzero weight reaches the logits (the test above can fail).
+  cond_params["mlp"]["cond"] = jnp.ones((3, 16))
+  cm = M.bind(cond_graphdef, cond_params)
+  assert not np.allclose(cm.forward(x, cond, cm.initial_carry(2))[0],
+                         expected)
+
+
+@pytest.mark.parametrize("cond_mlp", [False, True])
+def test_cond_embedding_is_the_plain_model_fed_the_embedded_condition(
+    cond_mlp):
+  """A model with a condition embedding (C=3 -> E=5) computes what the model
+  with cond_dim=E and the same other weights computes on cond @ W_embed."""
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3,
+                      cond_embed_dim=5, cond_mlp=cond_mlp)
+  graphdef, params = make(cfg)
+  assert params["cond_embed"].shape == (3, 5)
+  assert params["frame_tiers"][0]["input"]["v"].shape == (4 + 5, 16)
+  plain_graphdef, _ = M.build(M.ModelConfig(
+      frame_sizes=(4, 4, 16), dim=16, cond_dim=5, cond_mlp=cond_mlp))
+  plain_params = {k: v for k, v in params.items() if k != "cond_embed"}
+  x = random_x(2, 16 + 32)
+  m, plain = M.bind(graphdef, params), M.bind(plain_graphdef, plain_params)
+  for cond in (jnp.eye(3)[:2],  # global, and local (one per top frame)
+               jax.random.normal(jax.random.key(2), (2, 2, 3))):
+    got, _ = m.forward(x, cond, m.initial_carry(2))
+    expected, _ = plain.forward(x, cond @ params["cond_embed"],
+                                plain.initial_carry(2))
+    # The same float32 operations in the same order: equal up to XLA's
+    # choice of summation order in the matmuls (a few ulp of logits ~ 1).
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_generator_follows_forward_with_condition_options():
+  """The compiled generator (weight norm folded) computes the training
+  forward's log-probabilities for its own samples: the options are wired
+  into ``frame_step``, which every inner-step backend shares."""
+  from csrnn_jax import sampling  # pylint: disable=import-outside-toplevel
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3,
+                      cond_embed_dim=4, cond_mlp=True)
+  graphdef, params = make(cfg)
+  generator = sampling.Generator(graphdef, params)
+  cond = np.eye(3, dtype=np.float32)[[0, 2]]
+  m = M.bind(graphdef, params)
+  x, logp = generator.generate(cond, [3, 4], 32)
+  window = jnp.concatenate([jnp.full((2, 16), 128, jnp.int32), x], 1)
+  logits, _ = m.forward(window, cond, m.initial_carry(2))
+  expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
+                                 -1)[..., 0]
+  # float32 through two different summation orders (and folded weight norm):
+  # 1e-4 on log-probabilities of order 5, as the other generator tests.
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+
+
+def test_condition_options_need_a_condition_and_count_their_cost():
+  with pytest.raises(ValueError, match="cond_mlp=True.*unconditional"):
+    M.build(M.ModelConfig(frame_sizes=(4, 8), dim=8, cond_mlp=True))
+  with pytest.raises(ValueError, match="cond_embed_dim=4.*unconditional"):
+    M.build(M.ModelConfig(frame_sizes=(4, 8), dim=8, cond_embed_dim=4))
+  base = M.ModelConfig(frame_sizes=(16, 16, 64), dim=64, cond_dim=4)
+  both = M.ModelConfig(**{**base.__dict__, "cond_mlp": True,
+                          "cond_embed_dim": 8})
+  _, base_params = M.abstract(base)
+  _, params = M.abstract(both)
+  # Embedding 4 x 8; each tier's input reads 8 entries instead of 4; the
+  # MLP's condition weight 8 x 64.
+  assert (M.param_count(params) - M.param_count(base_params)
+          == 4 * 8 + 2 * (8 - 4) * 64 + 8 * 64)
+  macs, base_macs = M.macs_per_sample(both), M.macs_per_sample(base)
+  assert macs["tier2"] - base_macs["tier2"] == (4 * 8 + 4 * 64 + 8 * 64) / 16
+  assert macs["tier3"] - base_macs["tier3"] == (4 * 8 + 4 * 64) / 64

@@ -255,6 +255,17 @@ def test_export_refuses_what_the_original_cannot_load():
     TI.params_to_torch(params, cfg)
 
 
+@pytest.mark.parametrize("options", [dict(cond_mlp=True),
+                                     dict(cond_embed_dim=3)])
+def test_condition_options_are_refused_by_name(options):
+  cfg = M.ModelConfig(frame_sizes=(4, 4), dim=8, cond_dim=2, **options)
+  message = "only models with cond_mlp=False and cond_embed_dim=0 convert"
+  with pytest.raises(ValueError, match=message):
+    TI.params_to_torch(random_params(cfg, 0), cfg)
+  with pytest.raises(ValueError, match=message):
+    TI.params_from_torch({}, cfg)
+
+
 def test_checkpoint_files_and_missing_torch(tmp_path, monkeypatch):
   predictor, state_dict = reference([4])
   path = tmp_path / "ep1-it100"

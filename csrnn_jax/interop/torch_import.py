@@ -24,6 +24,10 @@ Decisions:
   the same function; a zero learned h0 imports either way). Export always
   writes ``h0`` (zeros when not learned) so the original loads it strictly.
 - Imported runs use ``quantization="linear-minmax"``, the original's.
+- The original feeds the condition, as given, to the frame tiers only: models
+  with ``cond_mlp`` or ``cond_embed_dim`` have no counterpart and are refused
+  by name. Pre-emphasis changes no parameter: such a model exports, with a
+  note that its output needs the inverse filter.
 - torch is an optional extra, imported only to read or write ``.pt`` files.
 """
 from __future__ import annotations
@@ -145,6 +149,12 @@ def _conv(key, path, bias_path, shape, to_ours, to_torch, weight_norm):
 def state_dict_layout(cfg: ModelConfig) -> list[Entry]:
   """Every key of the original's state dict for ``cfg``, in torch's order."""
   reference_frame_sizes(cfg.frame_sizes)
+  if cfg.cond_mlp or cfg.cond_embed_dim:
+    raise ValueError(
+        f"model.cond_mlp={cfg.cond_mlp}, model.cond_embed_dim="
+        f"{cfg.cond_embed_dim}: the original code feeds the condition, "
+        "unembedded, to its frame tiers only; only models with "
+        "cond_mlp=False and cond_embed_dim=0 convert")
   d, q, c, wn = cfg.dim, cfg.q_levels, cfg.cond_dim, cfg.weight_norm
   out = []
   for i, (n, r) in enumerate(zip(cfg.frame_sizes[1:], cfg.upsample_ratios)):
@@ -530,4 +540,8 @@ def main_export(argv=None) -> int:
     print(f"note: this model was trained on {cfg.quantization} quantisation; "
           "the original code feeds it per-file min/max (linear-minmax) "
           "levels", file=sys.stderr)
+  if cfg.preemphasis:
+    print(f"note: this model was trained with preemphasis={cfg.preemphasis};"
+          " the original code neither filters its input nor inverts the "
+          "filter on its output", file=sys.stderr)
   return 0
