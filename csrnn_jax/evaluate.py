@@ -72,7 +72,7 @@ class SplitEvaluator:
     self.stream = data_lib.BatchStream(
         config.data.dataset_dir, split, batch_size, t.seq_len,
         mcfg.lookback, mcfg.q_levels, mcfg.quantization, seed=config.seed,
-        prefetch=0)
+        prefetch=0, preemphasis=mcfg.preemphasis)
 
   def run(self, params) -> dict:
     """{"bits": overall, "per_class": {name: bits}, "chunks": n}."""

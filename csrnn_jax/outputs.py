@@ -63,12 +63,16 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   segments = (guard.segments(generator, *args) if guard else
               generator.segments(
                   *args, segment_samples=int(segment_seconds * sample_rate)))
+  # The output filter (pre-emphasis) continues from the prime or silence.
+  previous_B = None if prime_BxP is None else audio.decode(
+      prime_BxP, cfg.q_levels, cfg.quantization, cfg.preemphasis)[:, -1]
   try:
     with tqdm(total=num_samples, unit="sample", unit_scale=True,
               disable=not progress, desc="generating") as bar:
       for samples_BxS, logp_BxS in segments:
-        wave_BxS = audio.dequantize(samples_BxS, cfg.q_levels,
-                                    cfg.quantization)
+        wave_BxS = audio.decode(samples_BxS, cfg.q_levels, cfg.quantization,
+                                cfg.preemphasis, previous_B)
+        previous_B = wave_BxS[:, -1]
         for f, wave, clip in zip(files, wave_BxS, clips):
           f.write(wave)
           f.flush()

@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     sample_rate = config.data.sample_rate
     prime = None
     if args.prime:
-      prime = audio.quantize(audio.load_audio(args.prime, sample_rate),
-                             mcfg.q_levels, mcfg.quantization)
+      prime = audio.encode(audio.load_audio(args.prime, sample_rate),
+                           mcfg.q_levels, mcfg.quantization, mcfg.preemphasis)
     out = args.out or os.path.join(args.workdir, "samples", f"step{step}")
     metadata = {"workdir": os.path.abspath(args.workdir),
                 "checkpoint_step": step,

@@ -247,7 +247,8 @@ def _prepare_run(config, workdir, mesh):
       config.data.dataset_dir, "train", t.batch_size, t.seq_len,
       mcfg_probe.lookback, mcfg_probe.q_levels, mcfg_probe.quantization,
       seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), prefetch=config.data.prefetch)
+      process_count=jax.process_count(), prefetch=config.data.prefetch,
+      preemphasis=mcfg_probe.preemphasis)
   config = configlib.from_json(configlib.to_json(config))  # a private copy
   if config.model.cond_dim < 0:
     config.model.cond_dim = stream.cond_dim
