@@ -44,7 +44,10 @@ SAMPLE_RATE = 16000
 PEAK = 0.9
 BITS = 12  # resolution kept in the 16-bit FLAC samples.
 TICKS = 480  # MIDI ticks per beat.
-PROGRAMS = {"piano": 0, "violin": 40}  # General MIDI: Acoustic Grand, Violin.
+# instrument -> (General MIDI program, semitones the melody moves, bass
+# chords, share of a note's written length that it sounds).
+INSTRUMENTS = {"piano": (0, 0, True, 0.9),  # Acoustic Grand Piano
+               "violin": (40, 0, False, 0.97)}
 
 TUNES = (
     ("ode_to_joy", 132,  # Beethoven, Symphony No. 9 (1824).
@@ -126,9 +129,9 @@ def triad(symbol: str) -> list[int]:
   return [low, low + (3 if minor else 4), low + 7]
 
 
-def note_events(tune, instrument: str, seed: int):
-  """(start beat, beats, MIDI note, velocity) of the melody, plus the chords
-  (piano only)."""
+def note_events(tune, seed: int, with_chords: bool, transpose: int = 0):
+  """(start beat, beats, MIDI note, velocity) of the melody (moved by
+  ``transpose`` semitones), plus the chords in the bass ``with_chords``."""
   name, _, melody, chords = tune
   rng = random.Random(seed)
   bars, symbols = parse_melody(melody), chords.replace("|", " ").split()
@@ -137,7 +140,7 @@ def note_events(tune, instrument: str, seed: int):
   events, beat = [], 0.0
   for bar, symbol in zip(bars, symbols):
     length = sum(b for _, b in bar)
-    if instrument == "piano" and symbol != "-":
+    if with_chords and symbol != "-":
       parts = symbol.split(",")
       for k, part in enumerate(parts):
         start = beat + k * length / len(parts)
@@ -146,7 +149,7 @@ def note_events(tune, instrument: str, seed: int):
                          rng.randint(44, 56)))
     for note, beats in bar:
       if note is not None:
-        events.append((beat, beats, note, rng.randint(78, 100)))
+        events.append((beat, beats, note + transpose, rng.randint(78, 100)))
       beat += beats
   return events
 
@@ -180,14 +183,15 @@ def midi_file(events, bpm: int, program: int, legato: float) -> bytes:
           + b"MTrk" + struct.pack(">I", len(track)) + track)
 
 
-def render(midi: bytes, workdir: pathlib.Path) -> np.ndarray:
+def render(midi: bytes, workdir: pathlib.Path,
+           soundfont: pathlib.Path) -> np.ndarray:
   """FluidSynth (no reverb or chorus) -> mono int16 at SAMPLE_RATE, peak
   PEAK, with a 50 ms fade-out, multiples of 2 ** (16 - BITS)."""
   mid, wav = workdir / "tune.mid", workdir / "tune.wav"
   mid.write_bytes(midi)
   subprocess.run(
       ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5",
-       "-r", str(RENDER_RATE), "-T", "wav", "-F", str(wav), str(SOUNDFONT),
+       "-r", str(RENDER_RATE), "-T", "wav", "-F", str(wav), str(soundfont),
        str(mid)], check=True, stdout=subprocess.DEVNULL)
   x, rate = sf.read(wav, dtype="float64", always_2d=True)
   x = soxr.resample(x.mean(axis=1), rate, SAMPLE_RATE, quality="HQ")
@@ -198,32 +202,48 @@ def render(midi: bytes, workdir: pathlib.Path) -> np.ndarray:
   return (np.round(x * 32768 / step) * step).astype(np.int16)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", default="data/demo",
-                      help="folder that gets one sub-folder per instrument")
-  args = parser.parse_args(argv)
-  if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
-    print("error: needs FluidSynth and the FluidR3 soundfont: "
-          "apt-get install fluidsynth fluid-soundfont-gm", file=sys.stderr)
-    return 2
-  out = pathlib.Path(args.out)
-  seconds = {name: 0.0 for name in PROGRAMS}
+def render_dataset(out: pathlib.Path, tunes, instruments, soundfont,
+                   seed: int = 0) -> None:
+  """Every tune on every instrument (``INSTRUMENTS``' form) to
+  out/<instrument>/NN_<tune>.flac, velocities seeded by seed + 100 * tune
+  index + instrument index; prints each file and the minutes per class."""
+  seconds = {name: 0.0 for name in instruments}
   with tempfile.TemporaryDirectory() as tmp:
-    for index, tune in enumerate(TUNES):
-      for k, (instrument, program) in enumerate(PROGRAMS.items()):
-        events = note_events(tune, instrument, seed=100 * index + k)
-        legato = 0.9 if instrument == "piano" else 0.97
+    for index, tune in enumerate(tunes):
+      for k, (name, (program, transpose, chords, legato)) in enumerate(
+          instruments.items()):
+        events = note_events(tune, seed=seed + 100 * index + k,
+                             with_chords=chords, transpose=transpose)
         x = render(midi_file(events, tune[1], program, legato),
-                   pathlib.Path(tmp))
-        path = out / instrument / f"{index + 1:02d}_{tune[0]}.flac"
+                   pathlib.Path(tmp), soundfont)
+        path = out / name / f"{index + 1:02d}_{tune[0]}.flac"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, x, SAMPLE_RATE, subtype="PCM_16")
-        seconds[instrument] += len(x) / SAMPLE_RATE
+        seconds[name] += len(x) / SAMPLE_RATE
         print(f"{path}  {len(x) / SAMPLE_RATE:5.1f} s")
-  for instrument, total in seconds.items():
-    print(f"{instrument}: {len(TUNES)} files, {total / 60:.2f} minutes")
+  for name, total in seconds.items():
+    print(f"{name}: {len(tunes)} files, {total / 60:.2f} minutes")
+
+
+def render_main(argv, doc: str, default_out: str, tunes, instruments,
+                soundfont: pathlib.Path, package: str, seed: int = 0) -> int:
+  """The command line of a rendering script: --out, a check for FluidSynth
+  and the soundfont (from Debian's ``package``), then ``render_dataset``."""
+  parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+  parser.add_argument("--out", default=default_out,
+                      help="folder that gets one sub-folder per instrument")
+  args = parser.parse_args(argv)
+  if shutil.which("fluidsynth") is None or not soundfont.is_file():
+    print(f"error: needs FluidSynth and {soundfont}: "
+          f"apt-get install fluidsynth {package}", file=sys.stderr)
+    return 2
+  render_dataset(pathlib.Path(args.out), tunes, instruments, soundfont, seed)
   return 0
+
+
+def main(argv=None) -> int:
+  return render_main(argv, __doc__, "data/demo", TUNES, INSTRUMENTS,
+                     SOUNDFONT, "fluid-soundfont-gm")
 
 
 if __name__ == "__main__":
