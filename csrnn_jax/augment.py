@@ -11,7 +11,7 @@ decisions that hold for a whole chunk). Both are derived from the row's index
 in the global batch (``row_keys``), so a batch split over devices draws what
 it draws on one device, and a resumed run draws what the uninterrupted one
 did. Each option draws from its own ``fold_in(key, tag)``: condition dropout
-tag 1.
+tag 1, input noise tag 2.
 """
 from __future__ import annotations
 
@@ -42,6 +42,25 @@ def drop_condition(m, chunk_keys_B, cond_BxC, rate: float):
                    cond_BxC)
 
 
+def add_input_noise(keys_B, x_BxW, rate: float, levels: int, q_levels: int):
+  """Input noise, against the errors a model meets in its own samples: each
+  sample, with probability ``rate``, moves by an integer drawn uniformly from
+  [-levels, levels] without 0, then is clipped to [0, Q). Every sample of
+  the window, its context too: the tiers read the context's frames here for
+  the first time (the window before predicted them). (B, W) -> (B, W)."""
+  if not rate:
+    return x_BxW
+
+  def row(key, x_W):
+    hit_key, step_key = jax.random.split(jax.random.fold_in(key, 2))
+    hit_W = jax.random.bernoulli(hit_key, rate, x_W.shape)
+    u_W = jax.random.randint(step_key, x_W.shape, 0, 2 * levels)
+    step_W = jnp.where(u_W < levels, u_W - levels, u_W - levels + 1)
+    return jnp.where(hit_W, jnp.clip(x_W + step_W, 0, q_levels - 1), x_W)
+
+  return jax.vmap(row)(keys_B, x_BxW)
+
+
 def make(train_cfg):
   """The augmentation that ``train_cfg`` asks for (identity by default)."""
   cond_dropout = 0.0 if train_cfg is None else train_cfg.cond_dropout
@@ -49,8 +68,18 @@ def make(train_cfg):
     raise ValueError(f"train.cond_dropout={cond_dropout} must be in [0, 1) "
                      "(the share of chunks trained with the null condition)")
 
+  noise, noise_levels = ((0.0, 1) if train_cfg is None else
+                         (train_cfg.input_noise, train_cfg.input_noise_levels))
+  if not 0.0 <= noise <= 1.0:
+    raise ValueError(f"train.input_noise={noise} must be in [0, 1] (the share "
+                     "of input samples moved; 0 turns it off)")
+  if not isinstance(noise_levels, int) or noise_levels < 1:
+    raise ValueError(f"train.input_noise_levels={noise_levels!r} must be an "
+                     "integer >= 1 (the largest move, in levels)")
+
   def augment(m, keys_B, chunk_keys_B, window_BxW, cond_BxC):
-    del keys_B
-    return window_BxW, drop_condition(m, chunk_keys_B, cond_BxC, cond_dropout)
+    inputs_BxW = add_input_noise(keys_B, window_BxW, noise, noise_levels,
+                                 m.cfg.q_levels)
+    return inputs_BxW, drop_condition(m, chunk_keys_B, cond_BxC, cond_dropout)
 
   return augment

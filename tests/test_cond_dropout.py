@@ -2,12 +2,12 @@
 dropout in training (per chunk, from the chunk's row keys)."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from csrnn_jax import augment
+from csrnn_jax import configlib
 from csrnn_jax import model as M
 from csrnn_jax import trainer
 from csrnn_jax.interop import torch_import
@@ -22,7 +22,9 @@ def copy(params):  # the chunk step donates its params
 
 
 def train_cfg(rate):
-  return ml_collections.ConfigDict({"cond_dropout": rate})
+  t = configlib.base_config().train  # every option off but this one
+  t.cond_dropout = rate
+  return t
 
 
 def test_null_condition_zeros_adds_no_parameter_and_learned_one_does():
