@@ -3,8 +3,9 @@
 ``python -m csrnn_jax.evaluate --workdir RUN [--split test] [--step best]``
 prints a table and writes ``RUN/eval_<split>_step<N>.json``. With
 ``--generated DIR`` it also evaluates the wav files in DIR (as sample.py
-writes them) against the run's real data (``audio_eval``: condition accuracy,
-Frechet distance, crashes) and writes DIR/audio_eval.{json,md}.
+writes them) against the run's real data (``audio_eval``: condition accuracy
+by a plain and a noise-robust judge, spectral flatness, periodicity, crashes,
+mixes, Frechet distance) and writes DIR/audio_eval.{json,md}.
 
 Every chunk of the split is scored once: its windows run in order with the
 hidden state carried (as in training, without gradients), and the NLL is

@@ -1,6 +1,8 @@
-"""Audio evaluation (issue 10): the condition classifier and the Frechet
-distance on real clips of known classes, the crash detector on constructed
-crashes and on real audio, the JSON/Markdown output and evaluate --generated."""
+"""Audio evaluation: the two judges and the Frechet distance on real clips of
+known classes, the sampling-noise model, spectral flatness and periodicity
+against their definitions, the crash detector on constructed crashes and on
+real audio, crash rates over long clips, mixes, the JSON/Markdown output and
+evaluate --generated."""
 import json
 import pathlib
 
@@ -55,7 +57,7 @@ def test_classifier_and_frechet_on_clips_of_known_classes():
       assert fd[name][name] < min(others), (key, name, fd[name])
   assert result["generated"]["per_class"]["all"]["crashed"] == 0
   table = audio_eval.format_markdown(result)
-  assert "| **all** (chance 0.33) | 12 | 1.00 | 1.00 | 1.00 |" in table
+  assert "| **all** (chance 0.33) | 12 | 1.00 | 1.00 | 1.00 | 1.00 / " in table
   json.dumps(result)  # JSON-ready as it is
 
   # The same clips labelled with the wrong class: accuracy 0, not chance.
@@ -106,6 +108,140 @@ def test_frechet_distance_properties():
   assert audio_eval.frechet_distance(c, b) == pytest.approx(10.0, rel=0.05)
   # Fewer vectors than dimensions: singular covariances, still finite.
   assert np.isfinite(audio_eval.frechet_distance(a[:3], b[:4]))
+
+
+def test_robust_judge_holds_under_noise_where_the_plain_judge_fails():
+  train, test = synth_clips(range(8)), synth_clips(range(8, 12))
+  result = audio_eval.evaluate_clips([], train, test, CLASSES, SR)
+  assert result["ceilings"]["plain"] == result["ceilings"]["robust"] == 1.0
+  noisy = result["test_noisy"]
+  assert set(noisy["robust"]["per_level"]) == {"1", "2", "4"}
+  # 4 levels of noise make these clips noise-like to the plain judge; the
+  # robust one was trained on such copies.
+  assert noisy["robust"]["all"] >= 0.95
+  assert noisy["plain"]["per_level"]["4"] < noisy["robust"]["per_level"]["4"]
+  assert result["ceilings"]["robust_noisy"] == noisy["robust"]["all"]
+  assert result["generated"]["per_class"]["all"]["clips"] == 0
+  json.dumps(result)
+
+
+@pytest.mark.parametrize("quantization", ["linear", "mu-law"])
+def test_sampling_noise_moves_levels_by_rounded_gaussians(quantization):
+  # Peak 0.3: the levels stay > 6.7 spreads of 4 away from the rails (mu-law
+  # too), so clipping is out of the picture.
+  x = as_model_hears(0.6 * synth("organ", 2.0, SR))
+  n = len(x)
+  for spread in audio_eval.NOISE_LEVELS:
+    noisy = audio_eval.add_sampling_noise(
+        x, spread, np.random.default_rng(spread), quantization=quantization)
+    diff = (audio.quantize(noisy, 256, quantization)
+            - audio.quantize(x, 256, quantization))
+    # round(k z) has variance k^2 + 1/12 (within 1e-3 for k >= 1); over n
+    # samples the standard deviation's estimate is within 1/sqrt(2n) = 0.4%,
+    # so 3% is over 7 of its standard errors; the mean within 5 of its own.
+    assert np.std(diff) == pytest.approx(np.sqrt(spread ** 2 + 1 / 12),
+                                         rel=0.03)
+    assert abs(np.mean(diff)) < 5 * spread / np.sqrt(n)
+  # With pre-emphasis the same draws move the encoded levels: the noise
+  # lives where the model samples.
+  rng = lambda: np.random.default_rng(7)
+  plain = audio_eval.add_sampling_noise(x, 2, rng())
+  shaped = audio_eval.add_sampling_noise(x, 2, rng(), preemphasis=0.85)
+  np.testing.assert_array_equal(
+      audio.encode(shaped, preemphasis=0.85)
+      - audio.encode(x, preemphasis=0.85),
+      audio.quantize(plain) - audio.quantize(x))
+
+
+def test_noisy_copies_are_seeded_per_clip():
+  clips = synth_clips([0], seconds=0.5)
+  once = audio_eval.noisy_copies(clips, 2)
+  again = audio_eval.noisy_copies(clips[::-1], 2)[::-1]
+  for a, b, c in zip(once, again, clips):
+    np.testing.assert_array_equal(a.wave_T, b.wave_T)
+    assert (a.name, a.label) == (c.name, c.label)
+    assert not np.array_equal(a.wave_T, c.wave_T)
+  other = audio_eval.noisy_copies(clips, 1)
+  assert not np.array_equal(other[0].wave_T, once[0].wave_T)
+
+
+def white_noise(seconds, seed=0):
+  return as_model_hears(0.2 * np.random.default_rng(seed).standard_normal(
+      int(seconds * SR)))
+
+
+def test_spectral_flatness_of_noise_tones_and_noisy_real_clips(real):
+  # White noise: exp(-gamma) = 0.5615. One frame's flatness varies by about
+  # 0.02 (its 512 bins' mean log-power); the median of 61 frames by < 0.004,
+  # and the ratio of means is biased by < 0.5%: 0.02 is over 4 of those.
+  assert audio_eval.clip_flatness(white_noise(2.0), SR) == pytest.approx(
+      np.exp(-np.euler_gamma), abs=0.02)
+  # A sine: one peak over 8-bit quantisation noise 4e-5 of its power.
+  sine = as_model_hears(0.5 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR))
+  assert audio_eval.clip_flatness(sine, SR) < 1e-3
+  # Quiet frames do not count: 2 s of white hiss at -50 dBFS after the sine
+  # would make the median white if they did. Silence has no flatness.
+  hiss = 0.015 * white_noise(2.0)
+  assert audio_eval.clip_flatness(np.concatenate([sine, hiss]), SR) < 1e-3
+  assert audio_eval.clip_flatness(np.zeros(SR), SR) is None
+  # Sampling noise raises a real clip's flatness, more for more noise.
+  for clip in [c for c in real["test"] if c.label != "wind"]:
+    values = [audio_eval.clip_flatness(clip.wave_T, SR)] + [
+        audio_eval.clip_flatness(audio_eval.add_sampling_noise(
+            clip.wave_T, k, np.random.default_rng(k)), SR)
+        for k in audio_eval.NOISE_LEVELS]
+    assert values == sorted(values) and values[0] < values[-1] / 4, (
+        clip.name, values)
+
+
+def reference_peak(frame_N, sample_rate):
+  """autocorrelation_peak of one frame by its definition, lag by lag."""
+  x, n = frame_N - frame_N.mean(), len(frame_N)
+  lo = int(np.floor(sample_rate / audio_eval.F0_RANGE[1]))
+  hi = min(int(np.ceil(sample_rate / audio_eval.F0_RANGE[0])), n - 2)
+  r = {t: np.dot(x[:n - t], x[t:]) / np.sqrt(np.dot(x[:n - t], x[:n - t])
+                                             * np.dot(x[t:], x[t:]))
+       for t in range(lo - 1, hi + 2)}
+  peaks = [r[t] for t in range(lo, hi + 1)
+           if r[t] >= r[t - 1] and r[t] >= r[t + 1]]
+  return max(peaks + [0.0])
+
+
+def harmonic_tone(seconds, f0=220.0):
+  t = np.arange(int(seconds * SR)) / SR
+  x = sum(np.sin(2 * np.pi * f0 * h * t + h) / h for h in range(1, 10))
+  return as_model_hears(0.5 * x / np.abs(x).max())
+
+
+def test_periodicity_fast_path_equals_its_definition(real):
+  frames = np.concatenate([
+      audio_eval.loud_frames(x, SR)[:3] for x in
+      (harmonic_tone(0.5), white_noise(0.5), real["test"][0].wave_T,
+       real["test"][1].wave_T)])
+  fast = audio_eval.autocorrelation_peak(frames, SR)
+  slow = [reference_peak(f, SR) for f in frames]
+  # float64 FFT round-off is ~1e-15 of a frame's energy; r is a ratio of
+  # energies, so 1e-9 is far above it and far below any real difference.
+  np.testing.assert_allclose(fast, slow, atol=1e-9)
+
+
+def test_periodicity_orders_tones_above_noise():
+  tone, noise = harmonic_tone(2.0), white_noise(2.0)
+  assert audio_eval.clip_periodicity(tone, SR) > 0.95
+  # White noise: the largest of ~150 correlations of spread <= 0.04.
+  assert audio_eval.clip_periodicity(noise, SR) < 0.2
+  # Low-passed noise falls slowly from r(0) = 1 but has no peak.
+  assert audio_eval.clip_periodicity(synth("wind", 2.0, SR), SR) < 0.5
+  # Sampling noise lowers a tone's periodicity, never below noise's.
+  values = [audio_eval.clip_periodicity(tone, SR)]
+  for k in audio_eval.NOISE_LEVELS:
+    rng = np.random.default_rng(k)
+    values.append(audio_eval.clip_periodicity(
+        audio_eval.add_sampling_noise(tone, k, rng), SR))
+    assert values[-1] > audio_eval.clip_periodicity(
+        audio_eval.add_sampling_noise(noise, k, rng), SR) + 0.5
+  assert values == sorted(values, reverse=True) and values[0] > values[-1]
+  assert audio_eval.clip_periodicity(np.zeros(SR), SR) is None
 
 
 def good_audio(seconds, seed=0):
@@ -175,6 +311,79 @@ def test_crash_detector_quiet_on_the_demo_music():
     assert d.detect(x, SR)["time"] > (last - SR) / SR, path
 
 
+def test_crash_rate_over_long_clips():
+  # Three 30 s clips (one crashes at 10 s, one only after 30 s) and a short
+  # one that crashes: the long-clip rate counts crashes in the first 30 s.
+  rng = np.random.default_rng(3)
+  good = lambda s, seed: as_model_hears(good_audio(s, seed))
+  silence = np.zeros(3 * SR)
+  clips = [np.concatenate([good(10.0, 0), silence, good(17.0, 1)]),
+           np.concatenate([good(31.0, 2), silence]), good(30.0, 3),
+           np.concatenate([good(2.0, 4), crackle(3 * SR, rng)])]
+  gen = [audio_eval.Clip(f"g{i}", x, "bells") for i, x in enumerate(clips)]
+  result = audio_eval.evaluate_clips(gen, synth_clips(range(4)),
+                                     synth_clips(range(4, 6)), CLASSES, SR)
+  every = result["generated"]["per_class"]["all"]
+  assert every["crashed"] == 3 and every["crash_rate"] == 0.75
+  assert every["clip_seconds"] == {"min": 5.0, "max": 34.0}
+  assert every["long_clips"] == 3
+  assert every["crash_rate_long"] == pytest.approx(1 / 3)
+  assert result["long_clip_seconds"] == 30.0
+  table = audio_eval.format_markdown(result)
+  assert ("Clips of 5.0 to 34.0 s; crash rate 0.75, over the first 30 s of "
+          "the 3 clips that long: 0.33.") in table
+  short = audio_eval.evaluate_clips(gen[3:], synth_clips(range(4)),
+                                    synth_clips(range(4, 6)), CLASSES, SR)
+  assert short["generated"]["per_class"]["all"]["crash_rate_long"] is None
+
+
+def write_generated(folder, name, wave_T, sidecar):
+  sf.write(folder / f"{name}.wav", wave_T, SR, subtype="PCM_16")
+  (folder / f"{name}.json").write_text(json.dumps(sidecar))
+
+
+def test_mixes_from_sidecars_and_their_score(tmp_path):
+  half = lambda a, b, seed: as_model_hears(np.concatenate(
+      [synth(a, 1.0, SR, seed), synth(b, 1.0, SR, seed)]))
+  write_generated(tmp_path, "m0", half("bells", "organ", 20),
+                  {"condition_name": "mix", "cond_mix": {
+                      "organ": 0.5, "bells": 0.5, "wind": 0.0}})
+  write_generated(tmp_path, "m1", half("organ", "wind", 21),
+                  {"condition_name": "mix-0-0.3-0.7",
+                   "condition_vector": [0.0, 0.3, 0.7]})
+  write_generated(tmp_path, "m2", half("wind", "bells", 22),  # wrong pair
+                  {"condition_name": "mix-0-0.5-0.5",
+                   "condition_vector": [0.0, 0.5, 0.5]})
+  write_generated(tmp_path, "x3", half("bells", "wind", 23),  # three classes
+                  {"condition_name": "mix-0.2-0.3-0.5",
+                   "condition_vector": [0.2, 0.3, 0.5]})
+  write_generated(tmp_path, "x4", synth("organ", 1.0, SR, 24),
+                  {"condition_name": "organ",
+                   "condition_vector": [0.0, 1.0, 0.0]})
+  gen = audio_eval.load_generated(tmp_path, SR, CLASSES)
+  assert [(c.label, c.mix) for c in gen] == [
+      (None, ("organ", "bells")), (None, ("wind", "organ")),
+      (None, ("organ", "wind")), (None, None), ("organ", None)]
+  result = audio_eval.evaluate_clips(gen, synth_clips(range(6)),
+                                     synth_clips(range(6, 8)), CLASSES, SR)
+  mix = result["mix"]
+  assert mix == {"clips": 3, "plain": pytest.approx(2 / 3),
+                 "robust": pytest.approx(2 / 3), "chance": pytest.approx(1 / 3)}
+  assert "Mixes of two classes: 3 clips" in audio_eval.format_markdown(result)
+  # Two classes: every clip's two likeliest are the pair, no measure.
+  two = [audio_eval.Clip("m", gen[0].wave_T, None, ("bells", "organ"))]
+  result = audio_eval.evaluate_clips(
+      two, [c for c in synth_clips(range(4)) if c.label != "wind"],
+      [c for c in synth_clips(range(4, 6)) if c.label != "wind"],
+      ["bells", "organ"], SR)
+  assert result["mix"] == {"clips": 1, "plain": None, "robust": None,
+                           "chance": None}
+  (tmp_path / "m0.json").write_text(json.dumps(
+      {"condition_name": "mix", "cond_mix": {"happy": 0.5, "bells": 0.5}}))
+  with pytest.raises(ValueError, match="cond_mix names \\['happy'\\]"):
+    audio_eval.load_generated(tmp_path, SR, CLASSES)
+
+
 def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
   config = tiny_config(tiny_dataset, num_steps=31, eval_every=0)
   run = tmp_path / "run"
@@ -191,12 +400,23 @@ def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
     (gen / f"{stem}.json").write_text(json.dumps(
         {"condition_name": clip.label, "condition_vector": [1.0, 0.0, 0.0]}))
   sf.write(gen / "stray.wav", clips[0].wave_T, SR)  # no sidecar: not a sample
+  write_generated(gen, "mix_seed9_t1", np.concatenate(
+      [clips[0].wave_T, clips[-1].wave_T]), {
+          "condition_name": "mix", "condition_vector": [0.5, 0.0, 0.5],
+          "cond_mix": {clips[0].label: 0.5, clips[-1].label: 0.5}})
   assert evaluate.main(["--workdir", str(run), "--split", "test",
                         "--generated", str(gen)]) == 0
   out = capsys.readouterr().out
-  assert "bits/sample" in out and "condition acc." in out
+  assert "bits/sample" in out and "acc. robust" in out
   result = json.loads((gen / "audio_eval.json").read_text())
-  assert result["generated"]["per_class"]["all"]["clips"] == 10
+  assert result["generated"]["per_class"]["all"]["clips"] == 11
+  assert result["mix"]["clips"] == 1 and "Mixes of two classes" in out
+  assert set(result["ceilings"]) == {"plain", "robust", "robust_noisy"}
+  assert sum(result["generated"]["per_class"][n]["clips"]
+             for n in CLASSES) == 10  # the mix is in no class
+  for name in CLASSES:
+    assert result["flatness_ratio"][name] > 0
+    assert result["test"]["per_class"][name]["periodicity"] is not None
   assert result["generated"]["per_class"]["all"]["crashed"] == 1
   crash = [c for c in result["generated"]["clips"] if c["crash"]][0]["crash"]
   assert crash["kind"] == "constant" and crash["time"] == pytest.approx(
@@ -208,7 +428,7 @@ def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
   out = tmp_path / "guarded"
   assert sample_cli.main(["--workdir", str(run), "--seconds", "0.3",
                           "--crash-guard", "--out", str(out)]) == 0
-  sidecar = json.loads((out / "bells_seed0_t1.json").read_text())
+  sidecar = json.loads(next(out.glob("bells_seed0_t1*.json")).read_text())
   assert sidecar["crash_guard"]["rewinds"] >= 0
   assert evaluate.main(["--workdir", str(run), "--generated", str(out)]) == 0
   result = json.loads((out / "audio_eval.json").read_text())
