@@ -9,6 +9,7 @@ a stopped run keeps what it wrote.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -24,16 +25,64 @@ from csrnn_jax import sampling
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One output: its name (a class or "mix"), condition vector, seed and
-  temperature."""
+  """One output: its name (a class or a mix), condition vector, seed,
+  temperature and guidance scale. ``mix``: a product of experts of several
+  conditions, one (class name, weight, vector) per component; the generator
+  reads the components, and ``cond`` holds their weighted sum (the sidecar's
+  condition_vector)."""
   name: str
   cond: tuple[float, ...]
   seed: int
   temperature: float
+  guidance: float = 1.0
+  mix: tuple[tuple[str, float, tuple[float, ...]], ...] = ()
 
   @property
-  def stem(self) -> str:
-    return f"{self.name}_seed{self.seed}_t{self.temperature:g}"
+  def guided(self) -> bool:
+    """Whether the row needs the guided program; if not, its audio is plain
+    sampling's, bit for bit."""
+    return self.guidance != 1.0 or bool(self.mix)
+
+
+def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
+              start: str = "h0", guarded: bool = False) -> str:
+  """``<name>_seed<seed>_t<temperature>``, then each setting that changes the
+  audio, only where it is not the default: g<guidance> for a guided row
+  (``cv`` after it when guidance applies to the conditioning vectors),
+  k<top_k>, p<top_p>, minp<min_p>, typ<typical_p>, prime<the first 6 hex
+  digits of the SHA-1 of the prime's levels>, zeros (``start``), guard (the
+  crash guard)."""
+  o = options
+  parts = [row.name, f"seed{row.seed}", f"t{row.temperature:g}"]
+  if row.guided:
+    parts.append(f"g{row.guidance:g}"
+                 + ("cv" if o.guide == "cond_vectors" else ""))
+  parts += [f"k{o.top_k}"] if o.top_k else []
+  parts += [f"p{o.top_p:g}"] if o.top_p < 1.0 else []
+  parts += [f"minp{o.min_p:g}"] if o.min_p > 0.0 else []
+  parts += [f"typ{o.typical_p:g}"] if o.typical_p < 1.0 else []
+  if prime_P is not None:
+    parts.append("prime" + hashlib.sha1(
+        np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])
+  parts += [start] if start != "h0" else []
+  parts += ["guard"] if guarded else []
+  return "_".join(parts)
+
+
+def generator_conditions(rows: list[Row], cond_dim: int):
+  """``cond`` and ``mix_weights`` for ``Generator.segments``: (B, C) and None
+  when no row is a mix; else every row's components (B, M, C) and weights
+  (B, M), a row with fewer than M padded with weight 0 (which adds nothing)."""
+  if not any(r.mix for r in rows):
+    return np.array([r.cond for r in rows], np.float32).reshape(
+        len(rows), cond_dim), None
+  parts = [r.mix or ((r.name, 1.0, r.cond),) for r in rows]
+  m = max(map(len, parts))
+  parts = [p + ((p[0][0], 0.0, p[0][2]),) * (m - len(p)) for p in parts]
+  cond_BxMxC = np.array([[v for _, _, v in p] for p in parts],
+                        np.float32).reshape(len(rows), m, cond_dim)
+  return cond_BxMxC, np.array([[w for _, w, _ in p] for p in parts],
+                              np.float32)
 
 
 def generate_to_files(generator: sampling.Generator, rows: list[Row],
@@ -50,19 +99,22 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   cfg = generator.cfg
   os.makedirs(out_dir, exist_ok=True)
   num_samples = max(1, int(round(seconds * sample_rate)))
-  cond_BxC = np.array([r.cond for r in rows], np.float32).reshape(
-      len(rows), cfg.cond_dim)
+  cond, mix_weights = generator_conditions(rows, cfg.cond_dim)
   prime_BxP = None if prime_P is None else np.tile(prime_P, (len(rows), 1))
-  paths = [os.path.join(out_dir, r.stem + ".wav") for r in rows]
+  stems = [file_stem(r, options, prime_P, start, guard is not None)
+           for r in rows]
+  paths = [os.path.join(out_dir, stem + ".wav") for stem in stems]
   files = [sf.SoundFile(p, "w", sample_rate, 1, "PCM_16") for p in paths]
   loglik_B = np.zeros(len(rows))
   clips = [[] for _ in rows]
   started = time.perf_counter()
-  args = (cond_BxC, [r.seed for r in rows], num_samples,
+  args = (cond, [r.seed for r in rows], num_samples,
           [r.temperature for r in rows], options, prime_BxP, start)
-  segments = (guard.segments(generator, *args) if guard else
+  guidance = dict(guidance=[r.guidance for r in rows], mix_weights=mix_weights)
+  segments = (guard.segments(generator, *args, **guidance) if guard else
               generator.segments(
-                  *args, segment_samples=int(segment_seconds * sample_rate)))
+                  *args, segment_samples=int(segment_seconds * sample_rate),
+                  **guidance))
   # The output filter (pre-emphasis) continues from the prime or silence.
   previous_B = None if prime_BxP is None else audio.decode(
       prime_BxP, cfg.q_levels, cfg.quantization, cfg.preemphasis)[:, -1]
@@ -86,17 +138,21 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   for b, (path, row, loglik) in enumerate(zip(paths, rows, loglik_B)):
     sidecar = {**(metadata or {}), "condition_name": row.name,
                "condition_vector": list(row.cond), "seed": row.seed,
-               "temperature": row.temperature, "top_k": options.top_k,
-               "top_p": options.top_p, "start": start,
+               "temperature": row.temperature, "guidance": row.guidance,
+               "guide": options.guide, "top_k": options.top_k,
+               "top_p": options.top_p, "min_p": options.min_p,
+               "typical_p": options.typical_p, "start": start,
                "primed": prime_P is not None, "seconds": seconds,
                "sample_rate": sample_rate, "log_likelihood_nats": loglik,
                "bits_per_sample": -loglik / num_samples / np.log(2),
                "wall_seconds": wall,
                "crash_guard": None if guard is None else {
                    "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]}}
+    if row.mix:
+      sidecar["cond_mix"] = {name: weight for name, weight, _ in row.mix}
     with open(path[:-4] + ".json", "w") as f:
       json.dump(sidecar, f, indent=2)
   plots.spectrograms([np.concatenate(c) for c in clips],
-                     [r.stem for r in rows], sample_rate,
+                     stems, sample_rate,
                      os.path.join(out_dir, "spectrograms.png"))
   return paths

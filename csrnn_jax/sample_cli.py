@@ -5,15 +5,27 @@ generate wav files from a run's checkpoint.
   python sample.py --workdir runs/ambient --cond-vector 0,0,1,1  # a mix
   python sample.py --workdir runs/ambient --cond space --seconds 600 \
       --temperature 0.95 --top-p 0.99 --prime intro.wav
+  python sample.py --workdir runs/ambient --cond happy --guidance 3
+  python sample.py --workdir runs/ambient --cond-mix space=0.5,creepy=0.5
 
-Every output is named ``<condition>_seed<seed>_t<temperature>.wav`` with a
-JSON sidecar (checkpoint step, config hash, condition, temperature, seed,
-log-likelihood, wall time); ``spectrograms.png`` shows the batch.
+Every output is named ``<condition>_seed<seed>_t<temperature>`` plus the
+settings that change its audio (``outputs.file_stem``), ``.wav``, with a JSON
+sidecar (checkpoint step, config hash, condition, every sampling setting,
+seed, log-likelihood, wall time); ``spectrograms.png`` shows the batch.
+
+Guidance (``--guidance s``): each sample is drawn from ``l_null + s (l_cond -
+l_null)``, the logits under the condition and under the model's null
+condition (``--guide cond_vectors``: the same on the tier-2 vectors that
+enter the sample-level MLP). ``--cond-mix a=w_a,b=w_b`` is a product of
+experts of the classes: ``l_null + sum_i s w_i (l_i - l_null)`` with s the
+row's guidance (weights summing to 1 at s = 1: the weighted mean of the
+classes' logits).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import sys
 
@@ -34,19 +46,49 @@ def _floats(text: str) -> list[float]:
                      "numbers") from None
 
 
-def build_rows(config, cond_names, cond_vectors, num, seed, temperatures):
-  """One Row per output: each condition (name or vector) times ``num``."""
+def _cond_mix(text: str) -> list[tuple[str, float]]:
+  """``name=weight,...`` -> [(name, weight)]."""
+  pairs = []
+  for item in text.split(","):
+    name, sep, weight = item.partition("=")
+    try:
+      value = float(weight)
+    except ValueError:
+      value = None
+    if not sep or not name or value is None or not math.isfinite(value):
+      raise SystemExit(f"error: --cond-mix {text!r}: give name=weight pairs "
+                       "with finite weights, comma-separated, e.g. "
+                       "happy=0.5,sad=0.5")
+    pairs.append((name, value))
+  if len({n for n, _ in pairs}) < len(pairs):
+    raise SystemExit(f"error: --cond-mix {text!r} names a class twice")
+  return pairs
+
+
+def _per_output(values: list[float], n_out: int, flag: str) -> list[float]:
+  if len(values) not in (1, n_out):
+    raise ValueError(f"{flag} has {len(values)} values; give one or one per "
+                     f"output ({n_out})")
+  return values * n_out if len(values) == 1 else values
+
+
+def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
+               guidances=(1.0,), cond_mixes=()):
+  """One Row per output: each condition (class name, vector or mix of
+  classes) times ``num``."""
   class_names = list(config.data.class_names)
   cond_dim = config.model.cond_dim
-  conds = []
-  for name in cond_names:
+
+  def one_hot(name):
     if name not in class_names:
       raise ValueError(
           f"class {name!r} is not one of this run's classes: "
           f"{', '.join(class_names) or '(none: the model is unconditional)'}")
-    one_hot = [0.0] * cond_dim
-    one_hot[class_names.index(name)] = 1.0
-    conds.append((name, tuple(one_hot)))
+    vector = [0.0] * cond_dim
+    vector[class_names.index(name)] = 1.0
+    return tuple(vector)
+
+  conds = [(name, one_hot(name), ()) for name in cond_names]
   for vector in cond_vectors:
     if len(vector) != cond_dim:
       names = list(config.data.cond_names) or class_names
@@ -54,19 +96,24 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures):
           f"--cond-vector has {len(vector)} values; this run's condition "
           f"vectors have {cond_dim}" + (f" ({', '.join(names)})" if names
                                         else ""))
-    conds.append(("mix-" + "-".join(f"{v:g}" for v in vector), tuple(vector)))
+    conds.append(("mix-" + "-".join(f"{v:g}" for v in vector), tuple(vector),
+                  ()))
+  for pairs in cond_mixes:
+    mix = tuple((name, w, one_hot(name)) for name, w in pairs)
+    weighted = tuple(sum(w * v[j] for _, w, v in mix) for j in range(cond_dim))
+    conds.append(("+".join(f"{name}{w:g}" for name, w in pairs), weighted,
+                  mix))
   if not conds:
-    conds = ([(n, tuple(float(i == j) for j in range(cond_dim)))
+    conds = ([(n, tuple(float(i == j) for j in range(cond_dim)), ())
               for i, n in enumerate(class_names)] if cond_dim else
-             [("uncond", ())])
+             [("uncond", (), ())])
   n_out = len(conds) * num
-  if len(temperatures) not in (1, n_out):
-    raise ValueError(f"--temperature has {len(temperatures)} values; give one"
-                     f" or one per output ({n_out})")
-  temps = temperatures * n_out if len(temperatures) == 1 else temperatures
+  temps = _per_output(temperatures, n_out, "--temperature")
+  scales = _per_output(list(guidances), n_out, "--guidance")
   rows = []
-  for i, (name, vector) in enumerate(c for c in conds for _ in range(num)):
-    rows.append(outputs.Row(name, vector, seed + i, temps[i]))
+  for i, (name, vector, mix) in enumerate(c for c in conds
+                                          for _ in range(num)):
+    rows.append(outputs.Row(name, vector, seed + i, temps[i], scales[i], mix))
   return rows
 
 
@@ -78,12 +125,25 @@ def main(argv=None) -> int:
   p.add_argument("--cond", default="", help="class names, comma-separated")
   p.add_argument("--cond-vector", action="append", default=[],
                  help="a condition vector such as 0,0,1,1 (repeatable)")
+  p.add_argument("--cond-mix", action="append", default=[],
+                 help="a product of experts of classes, name=weight,... such "
+                 "as space=0.5,creepy=0.5 (repeatable)")
   p.add_argument("--num", type=int, default=1, help="outputs per condition")
   p.add_argument("--seconds", type=float, default=4.0)
   p.add_argument("--temperature", default="1.0",
                  help="one value, or one per output, comma-separated")
+  p.add_argument("--guidance", default="1",
+                 help="classifier-free guidance scale (1: off): one value, or "
+                 "one per output, comma-separated")
+  p.add_argument("--guide", choices=sampling.GUIDES[1:], default="logits",
+                 help="apply guidance to the logits or to the tier-2 vectors "
+                 "that enter the sample-level MLP")
   p.add_argument("--top-k", type=int, default=0)
   p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--min-p", type=float, default=0.0,
+                 help="keep tokens with p >= min_p * p_max (0: off)")
+  p.add_argument("--typical-p", type=float, default=1.0,
+                 help="typical sampling's mass (1: off)")
   p.add_argument("--prime", help="a wav (any audio) whose end is continued")
   p.add_argument("--start", choices=sampling.STARTS, default="h0",
                  help="hidden state at the start: learned h0 or zeros")
@@ -102,8 +162,18 @@ def main(argv=None) -> int:
         args.workdir, step)
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       [_floats(v) for v in args.cond_vector], args.num,
-                      args.seed, _floats(args.temperature))
-    options = sampling.SamplingOptions(args.top_k, args.top_p)
+                      args.seed, _floats(args.temperature),
+                      _floats(args.guidance),
+                      [_cond_mix(m) for m in args.cond_mix])
+    guided = any(r.guided for r in rows)
+    options = sampling.SamplingOptions(
+        args.top_k, args.top_p, args.min_p, args.typical_p,
+        guide=args.guide if guided else "off")
+    if guided and not config.train.cond_dropout:
+      print("warning: this model was trained without condition dropout "
+            "(train.cond_dropout=0): its null condition was never trained, "
+            "so guidance contrasts the condition with an input it never saw",
+            file=sys.stderr)
     sample_rate = config.data.sample_rate
     prime = None
     if args.prime:

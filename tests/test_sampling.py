@@ -1,6 +1,7 @@
 """Generation: one compiled program, seeds, greedy, priming,
 log-likelihood, conditioning, segments, sampling rules, classifier-free
 guidance and mixes, and the sample.py CLI."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -14,6 +15,7 @@ import soundfile as sf
 
 from csrnn_jax import audio
 from csrnn_jax import model as M
+from csrnn_jax import outputs
 from csrnn_jax import sample_cli
 from csrnn_jax import sampling
 from csrnn_jax import sharding
@@ -356,9 +358,47 @@ def test_sample_cli_prime_and_mix(trained_run, tmp_path):
       "--seconds", "0.05", "--prime", str(prime), "--top-p", "0.95",
       "--segment-seconds", "0.02", "--out", str(out)])
   assert code == 0
-  side = json.loads((out / "mix-0-1-1_seed0_t1.json").read_text())
+  wav, = out.glob("mix-0-1-1_seed0_t1_p0.95_prime*.wav")
+  side = json.loads(wav.with_suffix(".json").read_text())
   assert side["primed"] and side["top_p"] == 0.95
-  assert sf.info(str(out / "mix-0-1-1_seed0_t1.wav")).frames == 800
+  assert sf.info(str(wav)).frames == 800
+
+
+def test_sample_cli_guidance_and_cond_mix(trained_run, tmp_path, capsys):
+  out = tmp_path / "guided"
+  code = sample_cli.main([
+      f"--workdir={trained_run}", "--cond", "bells", "--cond-mix",
+      "bells=0.5,wind=0.5", "--guidance", "1,3", "--min-p", "0.01",
+      "--seconds", "0.02", "--out", str(out)])
+  assert code == 0
+  err = capsys.readouterr().err
+  assert err.count("warning:") == 1 and "cond_dropout=0" in err
+  wavs = sorted(w.name for w in out.glob("*.wav"))
+  # The plain row of a guided batch is plain sampling: no guidance suffix.
+  assert wavs == ["bells0.5+wind0.5_seed1_t1_g3_minp0.01.wav",
+                  "bells_seed0_t1_minp0.01.wav"]
+  mix = json.loads((out / wavs[0]).with_suffix(".json").read_text())
+  assert mix["cond_mix"] == {"bells": 0.5, "wind": 0.5}
+  assert mix["condition_vector"] == [0.5, 0.0, 0.5]
+  assert (mix["guidance"], mix["guide"], mix["min_p"]) == (3.0, "logits", 0.01)
+  plain = json.loads((out / wavs[1]).with_suffix(".json").read_text())
+  assert "cond_mix" not in plain and plain["guidance"] == 1.0
+
+
+def test_file_names_encode_every_setting_that_changes_the_audio():
+  row = outputs.Row("happy", (1.0, 0.0), 3, 1.0)
+  stem = lambda r=row, **o: outputs.file_stem(
+      r, sampling.SamplingOptions(**o.pop("options", {})), **o)
+  assert stem() == "happy_seed3_t1"
+  guided_row = dataclasses.replace(row, guidance=3.0)
+  assert stem(guided_row) == "happy_seed3_t1_g3"
+  assert stem(guided_row, options={"guide": "cond_vectors"}) == (
+      "happy_seed3_t1_g3cv")
+  assert stem(options={"top_k": 8, "top_p": 0.9, "min_p": 0.1,
+                       "typical_p": 0.95}, start="zeros", guarded=True) == (
+      "happy_seed3_t1_k8_p0.9_minp0.1_typ0.95_zeros_guard")
+  primes = {stem(prime_P=np.arange(n)) for n in (10, 11)}
+  assert len(primes) == 2 and all("_prime" in p for p in primes)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -367,11 +407,23 @@ def test_sample_cli_prime_and_mix(trained_run, tmp_path):
     (["--cond-vector", "1,0"], "--cond-vector has 2 values; this run's "
                                "condition vectors have 3"),
     (["--num", "2", "--temperature", "1,0.5,0.7"], "--temperature has 3"),
+    (["--num", "2", "--guidance", "1,2,3"], "--guidance has 3"),
+    (["--cond-mix", "bells=0.5,happy=0.5"], "class 'happy' is not one of "
+                                            "this run's classes: bells, "
+                                            "organ, wind"),
+    (["--cond", "bells", "--guidance", "2", "--top-p", "0"], "top_p=0.0"),
     (["--step", "999"], "no checkpoint at step 999 .* available: 31"),
 ])
 def test_sample_cli_errors(trained_run, capsys, args, message):
   assert sample_cli.main([f"--workdir={trained_run}"] + args) == 2
   assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("mix", ["bells=0.5,wind", "bells=inf",
+                                 "bells=0.5,bells=0.5"])
+def test_sample_cli_cond_mix_syntax(trained_run, mix):
+  with pytest.raises(SystemExit, match="--cond-mix"):
+    sample_cli.main([f"--workdir={trained_run}", "--cond-mix", mix])
 
 
 def test_sample_cli_workdir_without_checkpoint(tmp_path, capsys):
