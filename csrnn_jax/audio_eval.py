@@ -602,9 +602,11 @@ def format_markdown(result: dict) -> str:
 
 
 def load_dataset_clips(dataset_dir, split: str, q_levels: int = 256,
-                       quantization: str = "linear") -> list[Clip]:
+                       quantization: str = "linear",
+                       preemphasis: float = 0.0) -> list[Clip]:
   """A prepared dataset's chunks of one split, as the model hears them
-  (quantised and back)."""
+  (``audio.encode`` and ``decode``: quantised, with the model's pre-emphasis,
+  and back)."""
   manifest = data_lib.load_manifest(dataset_dir)
   clips = []
   for chunk in manifest["chunks"]:
@@ -612,8 +614,9 @@ def load_dataset_clips(dataset_dir, split: str, q_levels: int = 256,
       continue
     wave_T, _ = sf.read(pathlib.Path(dataset_dir) / chunk["path"],
                         dtype="float32")
-    wave_T = audio.dequantize(audio.quantize(wave_T, q_levels, quantization),
-                              q_levels, quantization)
+    wave_T = audio.decode(
+        audio.encode(wave_T, q_levels, quantization, preemphasis), q_levels,
+        quantization, preemphasis)
     clips.append(Clip(chunk["path"], wave_T, chunk["label"]))
   return clips
 
@@ -674,7 +677,8 @@ def evaluate_folder(generated_dir: str, dataset_dir: str, class_names=None,
   if len(class_names) < 2:
     raise ValueError("the audio evaluation needs at least two classes")
   sample_rate = manifest["sample_rate"]
-  real = {s: load_dataset_clips(dataset_dir, s, q_levels, quantization)
+  real = {s: load_dataset_clips(dataset_dir, s, q_levels, quantization,
+                                preemphasis)
           for s in ("train", "test")}
   generated = load_generated(generated_dir, sample_rate, class_names)
   result = evaluate_clips(generated, real["train"], real["test"], class_names,
