@@ -7,22 +7,23 @@ each level reads only what the level above wrote. No Python runs per sample.
 
 Randomness: sample t of row b uses ``fold_in(key_b, t)`` with ``key_b`` from
 the row's own seed, so a row's audio depends only on its seed, condition,
-temperature and guidance: not on the batch it shares, nor on how a long file is cut into
-segments. Sampling is Gumbel-max on ``logits / temperature`` after optional
-top-k / top-p / min-p / typical filtering; the returned log-likelihood is
-that of the samples under the untempered model (with guidance: the untempered
-guided distribution).
+temperature and guidance: not on the batch it shares, nor on how a long file
+is cut into segments. Sampling is Gumbel-max on ``logits / temperature``
+after optional top-k / top-p / min-p / typical filtering; the returned
+log-likelihood is that of the samples under the untempered model (with
+guidance: the untempered guided distribution).
 
 Classifier-free guidance (``SamplingOptions.guide``): each output row runs
 P = M + 1 passes as rows of the same scan, its M condition components and the
 model's null condition; pass p of output row b is scan row b P + p, so a
 row's passes stay together (on one device, and in the crash guard's
 rewinds). Every sample step combines the passes, ``null + sum_i s_i (v_i -
-null)`` with the row's scales s (the function ``guide``), draws one sample from the result
-and feeds it to every pass. ``guide="logits"`` combines the MLP's logits;
-``"cond_vectors"`` combines the tier-2 vectors that enter the MLP and runs the
-MLP once per output row. A row with one component and s = 1 samples exactly
-as without guidance; ``guide="off"`` compiles the plain program (P = 1).
+null)`` with the row's scales s (the function ``guide``), draws one sample
+from the result and feeds it to every pass. ``guide="logits"`` combines the
+MLP's logits; ``"cond_vectors"`` combines the tier-2 vectors that enter the
+MLP and runs the MLP once per output row. A row with one component and s = 1
+samples exactly as without guidance; ``guide="off"`` compiles the plain
+program (P = 1).
 """
 from __future__ import annotations
 
