@@ -296,7 +296,8 @@ def test_guidance_errors(guided_generator):
   _, _, gen = guided_generator
   with pytest.raises(ValueError, match="guide='logits'"):
     gen.generate(np.eye(3)[:1], [1], 16, guidance=2.0)
-  with pytest.raises(ValueError, match=r"mix of 2 components needs .*\(1, 2, 3\)"):
+  with pytest.raises(ValueError,
+                     match=r"mix of 2 components needs .*\(1, 2, 3\)"):
     gen.generate(np.eye(3)[:1], [1], 16, options=guided("logits"),
                  mix_weights=[[0.5, 0.5]])
   with pytest.raises(ValueError, match="finite"):
