@@ -1,5 +1,6 @@
-"""Every fast path agrees with its plain reference (DESIGN §6): the GRU
-backends (values 1e-5, gradients 1e-4) alone and inside the model."""
+"""Every fast path agrees with its plain reference: the GRU backends (values
+1e-5, gradients 1e-4) alone and inside the model, the tap sum's VJP, and the
+generation step backends."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +72,27 @@ def test_model_with_backend_matches_reference(backend, n_rnn, cond_dim):
   for a, b in zip(jax.tree_util.tree_leaves(fast_grads),
                   jax.tree_util.tree_leaves(ref_grads)):
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("fs1", [8, 5])  # 2 loop steps of 4 taps; 5 of 1
+def test_taps_input_vjp_matches_autodiff(fs1):
+  """The tap sum with its own VJP (a loop over taps, scatter-add backward)
+  against plain autodiff of the sum of lookups. Both add the same float32
+  terms, in another order in the backward's scatter, so 1e-5 relative to
+  the gradient's scale."""
+  from csrnn_jax.kernels import taps
+  tables = jax.random.normal(jax.random.key(0), (fs1, 256, 8))
+  x = random_x(3, 40)
+  weights = jnp.sin(jnp.arange(3 * (41 - fs1) * 8).reshape(3, 41 - fs1, 8))
+  loss = lambda fn: lambda t: jnp.sum(jnp.tanh(fn(t, x)) * weights)
+  want, want_grad = jax.value_and_grad(loss(taps.taps_input_autodiff))(tables)
+  got, got_grad = jax.jit(jax.value_and_grad(loss(taps.taps_input)))(tables)
+  np.testing.assert_allclose(taps.taps_input(tables, x),
+                             taps.taps_input_autodiff(tables, x), atol=1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  scale = float(jnp.abs(want_grad).max())
+  assert scale > 0
+  np.testing.assert_allclose(got_grad / scale, want_grad / scale, atol=1e-5)
 
 
 def test_running_tap_sums_equal_lookups():

@@ -105,17 +105,19 @@ def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence):
 
 
 def _fused_bwd(recurrence, saved, dh_TxBxH):
-  """One reverse scan: recompute each step's gates from (x_t, h_{t-1}) and
-  push the gradient through the step."""
+  """One reverse scan that pushes the gradient through each step. Only
+  ``dhp @ w_hh.T`` must run step by step: the hidden projections of all
+  steps (from the saved states) are one GEMM before the scan, and the
+  weight gradient ``sum_t h_{t-1}^T dhp_t`` one GEMM after it."""
   del recurrence
   xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH = saved
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
+  hp_TxBx3H = hprev_TxBxH @ w_hh + b_hh
 
-  def step(carry, xs):
-    dh_next_BxH, dw_hh, db_hh = carry
-    xp_Bx3H, hprev_BxH, dh_out_BxH = xs
+  def step(dh_next_BxH, xs):
+    xp_Bx3H, hp_Bx3H, hprev_BxH, dh_out_BxH = xs
     dh_BxH = dh_next_BxH + dh_out_BxH
-    r, z, n, hn = _gates(xp_Bx3H, hprev_BxH @ w_hh + b_hh)
+    r, z, n, hn = _gates(xp_Bx3H, hp_Bx3H)
     dn = dh_BxH * (1.0 - z)
     dz = dh_BxH * (hprev_BxH - n)
     dn_pre = dn * (1.0 - n * n)
@@ -125,13 +127,14 @@ def _fused_bwd(recurrence, saved, dh_TxBxH):
     dxp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
     dhp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
     dh_prev_BxH = dh_BxH * z + dhp_Bx3H @ w_hh.T
-    dw_hh = dw_hh + hprev_BxH.T @ dhp_Bx3H
-    db_hh = db_hh + jnp.sum(dhp_Bx3H, axis=0)
-    return (dh_prev_BxH, dw_hh, db_hh), dxp_Bx3H
+    return dh_prev_BxH, (dxp_Bx3H, dhp_Bx3H)
 
-  init = (jnp.zeros_like(h0_BxH), jnp.zeros_like(w_hh), jnp.zeros_like(b_hh))
-  (dh0_BxH, dw_hh, db_hh), dxp_TxBx3H = jax.lax.scan(
-      step, init, (xp_TxBx3H, hprev_TxBxH, dh_TxBxH), reverse=True)
+  dh0_BxH, (dxp_TxBx3H, dhp_TxBx3H) = jax.lax.scan(
+      step, jnp.zeros_like(h0_BxH),
+      (xp_TxBx3H, hp_TxBx3H, hprev_TxBxH, dh_TxBxH), reverse=True)
+  t, b, h = hprev_TxBxH.shape
+  dw_hh = hprev_TxBxH.reshape(t * b, h).T @ dhp_TxBx3H.reshape(t * b, 3 * h)
+  db_hh = jnp.sum(dhp_TxBx3H, axis=(0, 1))
   return dxp_TxBx3H, dh0_BxH, dw_hh, db_hh
 
 
