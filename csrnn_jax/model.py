@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from csrnn_jax import audio
+from csrnn_jax import numerics
 from csrnn_jax.kernels import gru as gru_kernels
 from csrnn_jax.kernels import sample_step
 from csrnn_jax.kernels import taps
@@ -47,6 +48,7 @@ class ModelConfig:
   cond_mlp: bool = False  # the condition also enters the sample-level MLP
   cond_embed_dim: int = 0  # > 0: a learned condition embedding of this size
   preemphasis: float = 0.0  # noise shaping (audio.encode / decode); 0 = off
+  compute_dtype: str = "float32"  # matmul operands: float32 | bfloat16
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
@@ -78,6 +80,7 @@ class ModelConfig:
     object.__setattr__(self, "preemphasis", float(self.preemphasis))
     audio.check_preemphasis(self.preemphasis)
     audio.check_quantization(self.quantization)
+    numerics.check_compute_dtype(self.compute_dtype)
     if self.gru_backend not in GRU_BACKENDS:
       raise ValueError(
           f"model.gru_backend={self.gru_backend!r} is unknown; allowed "
@@ -187,6 +190,7 @@ class FrameTier(nnx.Module):
                rngs: nnx.Rngs):
     self.frame_size, self.ratio = frame_size, ratio
     self.gru_backend = cfg.resolved_gru_backend
+    self.compute_dtype = cfg.compute_dtype
     dim, in_dim = cfg.dim, frame_size + cfg.cond_input_dim
     self.input = Weight(_kaiming_uniform(rngs, (in_dim, dim), in_dim),
                         cfg.weight_norm, keep_axis=1)
@@ -207,7 +211,8 @@ class FrameTier(nnx.Module):
 
   def project(self, u_BxTxN, cond_BxTxC):
     """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) -> (B, T, dim)."""
-    return (jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1) @ self.input()
+    return (numerics.dense(jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1),
+                           self.input(), self.compute_dtype)
             + self.input_bias[...])
 
   def upsample_frames(self, h_BxTxD):
@@ -216,8 +221,9 @@ class FrameTier(nnx.Module):
     # One 2-D GEMM, (B*T, dim) @ (dim, r*dim), whose rows are already in the
     # order the tier below reads: as a 4-D einsum XLA transposed its
     # gradient through a strided copy (a fifth of the ambient training step).
-    up_BTxRD = (h_BxTxD.reshape(b * t, d)
-                @ self.upsample().reshape(d, self.ratio * d)
+    up_BTxRD = (numerics.dense(h_BxTxD.reshape(b * t, d),
+                               self.upsample().reshape(d, self.ratio * d),
+                               self.compute_dtype)
                 + self.upsample_bias[...].reshape(-1))
     return up_BTxRD.reshape(b, t * self.ratio, d)
 
@@ -226,7 +232,8 @@ class FrameTier(nnx.Module):
     x_BxTxD, h_last = in_BxTxD, []
     for layer, h_BxD in zip(self.gru, h_LxBxD):
       x_BxTxD, h_BxD = gru_kernels.gru_sequence(
-          x_BxTxD, h_BxD, *layer.weights(), backend=self.gru_backend)
+          x_BxTxD, h_BxD, *layer.weights(), backend=self.gru_backend,
+          compute_dtype=self.compute_dtype)
       h_last.append(h_BxD)
     return x_BxTxD, jnp.stack(h_last)
 
@@ -245,7 +252,8 @@ class FrameTier(nnx.Module):
       x_BxD = x_BxD + upper_BxD
     h_new = []
     for layer, h_BxD in zip(self.gru, h_LxBxD):
-      x_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *layer.weights())
+      x_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *layer.weights(),
+                                   self.compute_dtype)
       h_new.append(x_BxD)
     return self.upsample_frames(x_BxD[:, None]), jnp.stack(h_new)
 
@@ -258,6 +266,7 @@ class SampleMLP(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     fs1, q, dim = cfg.frame_sizes[0], cfg.q_levels, cfg.dim
     self.sample_input = cfg.sample_input
+    self.compute_dtype = cfg.compute_dtype
     self.embedding = nnx.Param(jax.random.normal(rngs.params(), (q, q)))
     self.input = Weight(_kaiming_uniform(rngs, (fs1, q, dim), q * fs1),
                         cfg.weight_norm, keep_axis=2)
@@ -291,7 +300,7 @@ class SampleMLP(nnx.Module):
     """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q)."""
     return sample_step.head_jnp(features_BxTxD, c_BxTxD, self.hidden(),
                                 self.hidden_bias[...], self.output(),
-                                self.output_bias[...])
+                                self.output_bias[...], self.compute_dtype)
 
 
 def cond_per_frame(cond, batch_size: int, n_frames: int, frame_size: int,

@@ -227,7 +227,7 @@ class _Context:
     head = (sample_step.head_pallas if self.options.backend == "pallas"
             else sample_step.head_jnp)
     return head(features_BxD, c_BxD, mlp.hidden(), mlp.hidden_bias[...],
-                mlp.output(), mlp.output_bias[...])
+                mlp.output(), mlp.output_bias[...], mlp.compute_dtype)
 
 
 def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):

@@ -27,6 +27,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from csrnn_jax.numerics import dense
+
 BACKENDS = ("scan", "fused", "pallas")
 
 
@@ -40,37 +42,41 @@ def _gates(xp_Bx3H, hp_Bx3H):
   return r, z, n, hn
 
 
-def gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh):
+def gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh, compute_dtype):
   """One step given the input projection ``x W_ih + b_ih`` (B, 3H)."""
-  _, z, n, _ = _gates(xp_Bx3H, h_BxH @ w_hh + b_hh)
+  _, z, n, _ = _gates(xp_Bx3H, dense(h_BxH, w_hh, compute_dtype) + b_hh)
   return (1.0 - z) * n + z * h_BxH
 
 
-def gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh):
-  """One GRU step: (B, D_in), (B, H) -> (B, H)."""
-  return gru_cell_from_projection(x_BxD @ w_ih + b_ih, h_BxH, w_hh, b_hh)
+def gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh,
+             compute_dtype: str = "float32"):
+  """One GRU step: (B, D_in), (B, H) -> (B, H). ``compute_dtype``: the
+  matmuls' operands (``numerics``)."""
+  return gru_cell_from_projection(dense(x_BxD, w_ih, compute_dtype) + b_ih,
+                                  h_BxH, w_hh, b_hh, compute_dtype)
 
 
-def _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh):
+def _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh, compute_dtype):
   def step(h_BxH, x_BxD):
-    h_BxH = gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh)
+    h_BxH = gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh, compute_dtype)
     return h_BxH, h_BxH
 
   _, h_TxBxH = jax.lax.scan(step, h0_BxH, jnp.swapaxes(x_BxTxD, 0, 1))
   return h_TxBxH
 
 
-def _recurrence_scan(xp_TxBx3H, h0_BxH, w_hh, b_hh):
+def _recurrence_scan(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype):
   """Hidden states (T, B, H) given all input projections."""
   def step(h_BxH, xp_Bx3H):
-    h_BxH = gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh)
+    h_BxH = gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh,
+                                     compute_dtype)
     return h_BxH, h_BxH
 
   _, h_TxBxH = jax.lax.scan(step, h0_BxH, xp_TxBx3H)
   return h_TxBxH
 
 
-def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh):
+def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype):
   """The recurrence as one Pallas kernel: a loop over T inside the kernel,
   w_hh loaded once. Interpret mode off GPU/TPU."""
   from jax.experimental import pallas as pl
@@ -81,7 +87,8 @@ def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh):
     w_hh_HxG, b_hh_G = w_ref[...], b_ref[...]
 
     def body(t, h_BxH):
-      h_BxH = gru_cell_from_projection(xp_ref[t], h_BxH, w_hh_HxG, b_hh_G)
+      h_BxH = gru_cell_from_projection(xp_ref[t], h_BxH, w_hh_HxG, b_hh_G,
+                                       compute_dtype)
       out_ref[t] = h_BxH
       return h_BxH
 
@@ -94,17 +101,17 @@ def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh):
       interpret=interpret)(xp_TxBx3H, h0_BxH, w_hh, b_hh[None])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence):
-  return recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype):
+  return recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
 
 
-def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence):
-  h_TxBxH = recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh)
+def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype):
+  h_TxBxH = recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
   return h_TxBxH, (xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH)
 
 
-def _fused_bwd(recurrence, saved, dh_TxBxH):
+def _fused_bwd(recurrence, compute_dtype, saved, dh_TxBxH):
   """One reverse scan that pushes the gradient through each step. Only
   ``dhp @ w_hh.T`` must run step by step: the hidden projections of all
   steps (from the saved states) are one GEMM before the scan, and the
@@ -112,7 +119,10 @@ def _fused_bwd(recurrence, saved, dh_TxBxH):
   del recurrence
   xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH = saved
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
-  hp_TxBx3H = hprev_TxBxH @ w_hh + b_hh
+  hp_TxBx3H = dense(hprev_TxBxH, w_hh, compute_dtype) + b_hh
+  # Transposed once, outside the scan: inside, XLA would fold the transpose
+  # into every step's matmul, and the transposed-operand GEMM is slower.
+  w_hh_T = jnp.transpose(w_hh)
 
   def step(dh_next_BxH, xs):
     xp_Bx3H, hp_Bx3H, hprev_BxH, dh_out_BxH = xs
@@ -126,14 +136,15 @@ def _fused_bwd(recurrence, saved, dh_TxBxH):
     dz_pre = dz * z * (1.0 - z)
     dxp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre], axis=-1)
     dhp_Bx3H = jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1)
-    dh_prev_BxH = dh_BxH * z + dhp_Bx3H @ w_hh.T
+    dh_prev_BxH = dh_BxH * z + dense(dhp_Bx3H, w_hh_T, compute_dtype)
     return dh_prev_BxH, (dxp_Bx3H, dhp_Bx3H)
 
   dh0_BxH, (dxp_TxBx3H, dhp_TxBx3H) = jax.lax.scan(
       step, jnp.zeros_like(h0_BxH),
       (xp_TxBx3H, hp_TxBx3H, hprev_TxBxH, dh_TxBxH), reverse=True)
   t, b, h = hprev_TxBxH.shape
-  dw_hh = hprev_TxBxH.reshape(t * b, h).T @ dhp_TxBx3H.reshape(t * b, 3 * h)
+  dw_hh = dense(hprev_TxBxH.reshape(t * b, h).T,
+                dhp_TxBx3H.reshape(t * b, 3 * h), compute_dtype)
   db_hh = jnp.sum(dhp_TxBx3H, axis=(0, 1))
   return dxp_TxBx3H, dh0_BxH, dw_hh, db_hh
 
@@ -142,15 +153,18 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 def gru_sequence(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
-                 backend: str = "fused"):
-  """One GRU layer over a sequence: returns (h_BxTxH, h_last_BxH)."""
+                 backend: str = "fused", compute_dtype: str = "float32"):
+  """One GRU layer over a sequence: returns (h_BxTxH, h_last_BxH).
+  ``compute_dtype``: the matmuls' operands, forward and backward
+  (``numerics``)."""
   if backend == "scan":
-    h_TxBxH = _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh)
+    h_TxBxH = _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
+                              compute_dtype)
   elif backend in ("fused", "pallas"):
-    xp_TxBx3H = jnp.swapaxes(x_BxTxD @ w_ih + b_ih, 0, 1)
+    xp_TxBx3H = jnp.swapaxes(dense(x_BxTxD, w_ih, compute_dtype) + b_ih, 0, 1)
     recurrence = (_recurrence_pallas if backend == "pallas"
                   else _recurrence_scan)
-    h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence)
+    h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype)
   else:
     raise ValueError(f"GRU backend {backend!r} is unknown; allowed values: "
                      f"{', '.join(BACKENDS)}")

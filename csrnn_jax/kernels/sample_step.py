@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from csrnn_jax.kernels import taps
+from csrnn_jax.numerics import dense
 
 BACKENDS = ("scan", "fused", "pallas")
 
@@ -60,19 +61,22 @@ def scan_features(tables_FxQxD, prev_BxF):
   return taps.taps_input(tables_FxQxD, prev_BxF)[:, 0]
 
 
-def head_jnp(features_BxD, c_BxD, w_h, b_h, w_o, b_o):
+def head_jnp(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
+             compute_dtype: str = "float32"):
+  """ReLU(features + c) -> ReLU(hidden) -> logits, for any leading shape."""
   h = jax.nn.relu(features_BxD + c_BxD)
-  h = jax.nn.relu(h @ w_h + b_h)
-  return h @ w_o + b_o
+  h = jax.nn.relu(dense(h, w_h, compute_dtype) + b_h)
+  return dense(h, w_o, compute_dtype) + b_o
 
 
-def head_pallas(features_BxD, c_BxD, w_h, b_h, w_o, b_o):
+def head_pallas(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
+                compute_dtype: str = "float32"):
   """``head_jnp`` as one Pallas kernel (whole arrays as one block)."""
   from jax.experimental import pallas as pl
 
   def kernel(f_ref, c_ref, wh_ref, bh_ref, wo_ref, bo_ref, out_ref):
     out_ref[...] = head_jnp(f_ref[...], c_ref[...], wh_ref[...], bh_ref[...],
-                            wo_ref[...], bo_ref[...])
+                            wo_ref[...], bo_ref[...], compute_dtype)
 
   b, q = features_BxD.shape[0], w_o.shape[1]
   return pl.pallas_call(
