@@ -209,12 +209,14 @@ class FrameTier(nnx.Module):
     h0_LxD = self.h0[...] if hasattr(self, "h0") else jnp.zeros((n_rnn, dim))
     return jnp.broadcast_to(h0_LxD[:, None, :], (n_rnn, batch_size, dim))
 
+  @jax.named_scope("project")
   def project(self, u_BxTxN, cond_BxTxC):
     """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) -> (B, T, dim)."""
     return (numerics.dense(jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1),
                            self.input(), self.compute_dtype)
             + self.input_bias[...])
 
+  @jax.named_scope("upsample")
   def upsample_frames(self, h_BxTxD):
     """ConvTranspose1d (kernel = stride = r) + (r, dim) bias: (B, T*r, dim)."""
     b, t, d = h_BxTxD.shape
@@ -227,6 +229,7 @@ class FrameTier(nnx.Module):
                 + self.upsample_bias[...].reshape(-1))
     return up_BTxRD.reshape(b, t * self.ratio, d)
 
+  @jax.named_scope("gru")
   def gru_stack(self, in_BxTxD, h_LxBxD):
     """The n_rnn GRU layers over T frames: returns (h_BxTxD, last h_LxBxD)."""
     x_BxTxD, h_last = in_BxTxD, []
@@ -290,12 +293,14 @@ class SampleMLP(nnx.Module):
     """Tap tables (FS(1), Q, dim) for the current parameters."""
     return taps.tap_tables(self.embedding[...], self.input())
 
+  @jax.named_scope("mlp_input")
   def features(self, x_BxW):
     """Embedding+conv of every FS(1) window: (B, W) int -> (B, W-FS(1)+1, dim)."""
     if self.sample_input == "conv":
       return taps.conv_input(self.embedding[...], self.input(), x_BxW)
     return taps.taps_input(self.tables(), x_BxW)
 
+  @jax.named_scope("mlp_head")
   def head(self, features_BxTxD, c_BxTxD):
     """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q)."""
     return sample_step.head_jnp(features_BxTxD, c_BxTxD, self.hidden(),
@@ -412,11 +417,12 @@ class CSampleRNN(nnx.Module):
       frames_BxFxN = x_BxW[:, lookback - n:lookback - n + t].reshape(
           b, t // n, n)
       u = audio.frame_input(frames_BxFxN, cfg.q_levels)
-      in_BxFxD = tier.project(
-          u, cond_per_frame(cond, b, t // n, n, lookback))
-      if upper is not None:
-        in_BxFxD = in_BxFxD + upper
-      upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
+      with jax.named_scope(f"tier{i + 2}"):  # names for profiles
+        in_BxFxD = tier.project(
+            u, cond_per_frame(cond, b, t // n, n, lookback))
+        if upper is not None:
+          in_BxFxD = in_BxFxD + upper
+        upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
     if cfg.cond_mlp:
       upper = upper + self.mlp.condition(cond_per_frame(cond, b, t, 1,
                                                         lookback))

@@ -105,7 +105,8 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
         m, augment_lib.row_keys(key, rows, axis_name),
         augment_lib.row_keys(chunk_key, rows, axis_name), window_BxW, cond_BxC)
     logits_BxTxQ, carry = m.forward(inputs_BxW, cond_BxC, carry)
-    nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
+    with jax.named_scope("nll"):
+      nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
     weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)
     weight = jnp.sum(weight_BxT)
     if axis_name is not None:
@@ -119,8 +120,9 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
         params, carry, reset, window_BxW, cond_BxC, mask_B, key, chunk_key)
     if axis_name is not None:
       loss, grads = jax.lax.psum((loss, grads), axis_name)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
     metrics = {"bits": loss / metrics_lib.LN2,
                "grad_norm": optax.tree.norm(grads)}
     return params, opt_state, jax.lax.stop_gradient(carry), metrics

@@ -1,5 +1,6 @@
 """Import/export of the original PyTorch checkpoints (issue 6): imported
-random weights give the reference's log-probabilities (tests/torch_reference.py)
+random weights give the reference's log-probabilities
+(csrnn_jax/interop/torch_reference.py)
 over TBPTT windows and in generation steps; round trips are bitwise; bad state
 dicts and disagreeing hyperparameters are errors naming the key."""
 import itertools
@@ -14,12 +15,12 @@ torch = pytest.importorskip(
     "torch", reason="the PyTorch interop tests need torch: "
     "pip install 'csrnn-jax[torch]' (or pip install torch==2.13.0)")
 
-import torch_reference as R  # noqa: E402
 from test_model import step_log_probs  # noqa: E402
 
 from csrnn_jax import checkpoint  # noqa: E402
 from csrnn_jax import model as M  # noqa: E402
 from csrnn_jax.interop import torch_import as TI  # noqa: E402
+from csrnn_jax.interop import torch_reference as R  # noqa: E402
 
 torch.set_num_threads(2)
 

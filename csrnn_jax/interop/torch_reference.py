@@ -1,8 +1,10 @@
-"""A small PyTorch Conditional SampleRNN with the original state-dict layout.
+"""A small PyTorch Conditional SampleRNN with the original state-dict layout
+(needs torch).
 
-Test support (also for ``bench/``), written from the facts in issue 6 about the
-original code (a fork of samplernn-pytorch): the parity tests import its random
-weights into csrnn_jax and compare log-probabilities. Layout and semantics:
+The counterpart that the parity tests import random weights from and compare
+log-probabilities with, and the PyTorch side of ``bench/run.py``; written
+from the original code's layout (a fork of samplernn-pytorch). Layout and
+semantics:
 
 - ``frame_sizes`` are upsampling ratios, bottom first: ``[16, 4]`` is frame
   tiers of 16 and 64 samples and an MLP window of 16 (csrnn_jax's
