@@ -357,11 +357,17 @@ def _runs(flag_F):
 def evaluate_clips(generated, train, test, class_names, sample_rate: int,
                    detector: CrashDetector = CrashDetector(),
                    q_levels: int = 256, quantization: str = "linear",
-                   preemphasis: float = 0.0) -> dict:
+                   preemphasis: float = 0.0, test_original=None) -> dict:
   """The whole evaluation of ``generated`` against real ``train``/``test``
   clips (lists of Clip with class labels; ``generated`` may be empty: then
   it gives the judges' ceilings); see ``format_markdown``. The quantisation
-  is the run's: the noisy copies of the robust judge are made in it."""
+  is the run's: the noisy copies of the robust judge are made in it.
+
+  ``test_original``: the test clips as recorded (not quantised). The flatness
+  of generated clips is then also compared with theirs
+  (``flatness_ratio_original``), a reference that is the same for every
+  quantisation, and ``flatness_floor`` says what 8-bit quantisation in the
+  run's scheme alone does to real clips (quantised over original)."""
   feats = lambda clips: [segment_features(c.wave_T, sample_rate) for c in clips]
   quantisation = {"q_levels": q_levels, "quantization": quantization,
                   "preemphasis": preemphasis}
@@ -401,6 +407,16 @@ def evaluate_clips(generated, train, test, class_names, sample_rate: int,
       n: (gen_pc[n]["flatness"] / test_pc[n]["flatness"]
           if gen_pc[n]["flatness"] is not None and test_pc[n]["flatness"]
           else None) for n in gen_pc}
+  if test_original is not None:
+    original = {n: _median([clip_flatness(c.wave_T, sample_rate)
+                            for c in test_original if c.label == n])
+                for n in class_names}
+    ratio = lambda a, b: a / b if a is not None and b else None
+    out["flatness_original"] = original
+    out["flatness_ratio_original"] = {
+        n: ratio(gen_pc[n]["flatness"], original[n]) for n in class_names}
+    out["flatness_floor"] = {n: ratio(test_pc[n]["flatness"], original[n])
+                             for n in class_names}
   out["mix"] = _mix_summary(out["generated"]["clips"], len(class_names))
   return out
 
@@ -556,10 +572,12 @@ def format_markdown(result: dict) -> str:
   noisy = result["test_noisy"]["robust"]
   fd_gen, fd_test = (result["frechet_to_train"]["generated"],
                      result["frechet_to_train"]["test"])
+  original = result.get("flatness_original", {})
   lines = ["| class | clips | acc. plain | acc. robust | ceiling plain | "
-           "ceiling robust (real / noisy) | flatness gen. / real (ratio) | "
+           "ceiling robust (real / noisy) | flatness gen. / real 8-bit "
+           "(ratio) | flatness ratio to original (floor) | "
            "periodicity gen. / real | crashed | Frechet gen. / floor |",
-           "|---" * 10 + "|"]
+           "|---" * 11 + "|"]
   own, floor = [], []
   for n in result["classes"] + ["all"]:
     if n == "all":
@@ -572,12 +590,16 @@ def format_markdown(result: dict) -> str:
       floor += [fl] if fl is not None else []
       label = n
     g, t, ratio = gen[n], test[n], result["flatness_ratio"][n]
+    to_original = (f"{_fmt(result['flatness_ratio_original'][n], '.1f')}x "
+                   f"({_fmt(result['flatness_floor'][n], '.1f')}x)"
+                   if n in original else "–")
     lines.append(
         f"| {label} | {g['clips']} | {_fmt(g['accuracy'])} | "
         f"{_fmt(g['accuracy_robust'])} | {_fmt(t['accuracy'])} | "
         f"{_fmt(t['accuracy_robust'])} / {_fmt(noisy[n])} | "
         f"{_fmt(g['flatness'], '.3f')} / {_fmt(t['flatness'], '.3f')} "
-        f"({_fmt(ratio, '.1f')}x) | {_fmt(g['periodicity'])} / "
+        f"({_fmt(ratio, '.1f')}x) | {to_original} | "
+        f"{_fmt(g['periodicity'])} / "
         f"{_fmt(t['periodicity'])} | {g['crashed']}/{g['clips']} | "
         f"{_fmt(fd, '.1f')} / {_fmt(fl, '.1f')} |")
   every = gen["all"]
@@ -603,10 +625,11 @@ def format_markdown(result: dict) -> str:
 
 def load_dataset_clips(dataset_dir, split: str, q_levels: int = 256,
                        quantization: str = "linear",
-                       preemphasis: float = 0.0) -> list[Clip]:
+                       preemphasis: float = 0.0,
+                       as_model_hears: bool = True) -> list[Clip]:
   """A prepared dataset's chunks of one split, as the model hears them
   (``audio.encode`` and ``decode``: quantised, with the model's pre-emphasis,
-  and back)."""
+  and back), or as they are on disk (``as_model_hears=False``)."""
   manifest = data_lib.load_manifest(dataset_dir)
   clips = []
   for chunk in manifest["chunks"]:
@@ -614,9 +637,10 @@ def load_dataset_clips(dataset_dir, split: str, q_levels: int = 256,
       continue
     wave_T, _ = sf.read(pathlib.Path(dataset_dir) / chunk["path"],
                         dtype="float32")
-    wave_T = audio.decode(
-        audio.encode(wave_T, q_levels, quantization, preemphasis), q_levels,
-        quantization, preemphasis)
+    if as_model_hears:
+      wave_T = audio.decode(
+          audio.encode(wave_T, q_levels, quantization, preemphasis),
+          q_levels, quantization, preemphasis)
     clips.append(Clip(chunk["path"], wave_T, chunk["label"]))
   return clips
 
@@ -681,9 +705,11 @@ def evaluate_folder(generated_dir: str, dataset_dir: str, class_names=None,
                                 preemphasis)
           for s in ("train", "test")}
   generated = load_generated(generated_dir, sample_rate, class_names)
-  result = evaluate_clips(generated, real["train"], real["test"], class_names,
-                          sample_rate, q_levels=q_levels,
-                          quantization=quantization, preemphasis=preemphasis)
+  result = evaluate_clips(
+      generated, real["train"], real["test"], class_names, sample_rate,
+      q_levels=q_levels, quantization=quantization, preemphasis=preemphasis,
+      test_original=load_dataset_clips(dataset_dir, "test",
+                                       as_model_hears=False))
   result["generated_dir"] = os.path.abspath(generated_dir)
   with open(os.path.join(generated_dir, "audio_eval.json"), "w") as f:
     json.dump(result, f, indent=2)

@@ -66,6 +66,18 @@ def base_config() -> ml_collections.ConfigDict:
       sample_seconds=2.0,
       tensorboard=True,  # when tensorboardX is installed
   ))
+  # What sample.py does by default for this run (its flags override these):
+  # a recipe records the sampling settings it was measured with.
+  c.sample = ml_collections.ConfigDict(dict(
+      temperature=1.0,
+      guidance=1.0,  # classifier-free guidance scale; 1 = off
+      guide="logits",  # where guidance applies: logits | cond_vectors
+      top_k=0,  # 0 = off
+      top_p=1.0,  # 1 = off
+      min_p=0.0,  # 0 = off
+      typical_p=1.0,  # 1 = off
+      crash_guard=False,  # rewind and redraw a row that crashes
+  ))
   return c
 
 

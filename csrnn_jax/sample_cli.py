@@ -117,6 +117,21 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
   return rows
 
 
+def sampling_settings(args, run_defaults) -> dict:
+  """Each sampling setting from its flag, else the run's ``config.sample``
+  (temperature and guidance as comma-separated text, like the flags)."""
+  settings = {}
+  for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
+              "typical_p", "crash_guard"):
+    value = getattr(args, key)
+    if value is None:
+      value = run_defaults[key]
+      if key in ("temperature", "guidance"):
+        value = f"{value:g}"
+    settings[key] = value
+  return settings
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="csrnn-sample",
                               description=__doc__.split("\n\n")[0])
@@ -130,28 +145,34 @@ def main(argv=None) -> int:
                  "as space=0.5,creepy=0.5 (repeatable)")
   p.add_argument("--num", type=int, default=1, help="outputs per condition")
   p.add_argument("--seconds", type=float, default=4.0)
-  p.add_argument("--temperature", default="1.0",
-                 help="one value, or one per output, comma-separated")
-  p.add_argument("--guidance", default="1",
+  # The sampling settings default to the run's config.sample (the recipe's
+  # recommendation; base defaults: temperature 1, no guidance, no filters).
+  p.add_argument("--temperature",
+                 help="one value, or one per output, comma-separated "
+                 "(default: the run's sample.temperature)")
+  p.add_argument("--guidance",
                  help="classifier-free guidance scale (1: off): one value, or "
-                 "one per output, comma-separated")
-  p.add_argument("--guide", choices=sampling.GUIDES[1:], default="logits",
+                 "one per output, comma-separated (default: the run's "
+                 "sample.guidance)")
+  p.add_argument("--guide", choices=sampling.GUIDES[1:],
                  help="apply guidance to the logits or to the tier-2 vectors "
-                 "that enter the sample-level MLP")
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
-  p.add_argument("--min-p", type=float, default=0.0,
+                 "that enter the sample-level MLP (default: the run's "
+                 "sample.guide)")
+  p.add_argument("--top-k", type=int)
+  p.add_argument("--top-p", type=float)
+  p.add_argument("--min-p", type=float,
                  help="keep tokens with p >= min_p * p_max (0: off)")
-  p.add_argument("--typical-p", type=float, default=1.0,
+  p.add_argument("--typical-p", type=float,
                  help="typical sampling's mass (1: off)")
   p.add_argument("--prime", help="a wav (any audio) whose end is continued")
   p.add_argument("--start", choices=sampling.STARTS, default="h0",
                  help="hidden state at the start: learned h0 or zeros")
   p.add_argument("--seed", type=int, default=0,
                  help="seed of the first output; the others count up")
-  p.add_argument("--crash-guard", action="store_true",
+  p.add_argument("--crash-guard", action=argparse.BooleanOptionalAction,
                  help="rewind a row to its last good 0.25 s and resample it "
-                 "when the crash detector fires (csrnn_jax.crash_guard)")
+                 "when the crash detector fires (csrnn_jax.crash_guard; "
+                 "default: the run's sample.crash_guard)")
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
@@ -160,15 +181,16 @@ def main(argv=None) -> int:
     step = int(args.step) if args.step.isdigit() else args.step
     config, mcfg, graphdef, params, step = checkpoint_lib.load_run(
         args.workdir, step)
+    settings = sampling_settings(args, config.sample)
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       [_floats(v) for v in args.cond_vector], args.num,
-                      args.seed, _floats(args.temperature),
-                      _floats(args.guidance),
+                      args.seed, _floats(settings["temperature"]),
+                      _floats(settings["guidance"]),
                       [_cond_mix(m) for m in args.cond_mix])
     guided = any(r.guided for r in rows)
     options = sampling.SamplingOptions(
-        args.top_k, args.top_p, args.min_p, args.typical_p,
-        guide=args.guide if guided else "off")
+        settings["top_k"], settings["top_p"], settings["min_p"],
+        settings["typical_p"], guide=settings["guide"] if guided else "off")
     if guided and not config.train.cond_dropout:
       print("warning: this model was trained without condition dropout "
             "(train.cond_dropout=0): its null condition was never trained, "
@@ -189,7 +211,7 @@ def main(argv=None) -> int:
         sampling.Generator(graphdef, params), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
         metadata, guard=(crash_guard.CrashGuard(sample_rate)
-                         if args.crash_guard else None))
+                         if settings["crash_guard"] else None))
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -433,3 +433,26 @@ def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
   assert evaluate.main(["--workdir", str(run), "--generated", str(out)]) == 0
   result = json.loads((out / "audio_eval.json").read_text())
   assert result["generated"]["per_class"]["all"]["clips"] == 3
+
+
+def test_flatness_against_the_original_clips(tiny_dataset):
+  """The flatness of generated clips is also compared with the test clips as
+  recorded (the same reference for every quantisation); the floor says what
+  8-bit quantisation alone does to them. Real test clips given as the
+  generated ones score exactly the floor; 8-bit linear raises the flatness
+  of these 16-bit clips (its error is white), so the floor is above 1."""
+  test = audio_eval.load_dataset_clips(tiny_dataset, "test")
+  original = audio_eval.load_dataset_clips(tiny_dataset, "test",
+                                           as_model_hears=False)
+  assert not np.array_equal(test[0].wave_T, original[0].wave_T)
+  result = audio_eval.evaluate_clips(
+      test, audio_eval.load_dataset_clips(tiny_dataset, "train"), test,
+      CLASSES, SR, test_original=original)
+  for name in CLASSES:
+    assert result["flatness_ratio_original"][name] == pytest.approx(
+        result["flatness_floor"][name])
+    assert result["flatness_floor"][name] > 1.0
+    assert result["flatness_original"][name] == pytest.approx(
+        np.median([audio_eval.clip_flatness(c.wave_T, SR)
+                   for c in original if c.label == name]))
+  assert "ratio to original" in audio_eval.format_markdown(result)

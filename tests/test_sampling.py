@@ -349,6 +349,31 @@ def test_sample_cli_end_to_end(trained_run, tmp_path):
   assert (out / "spectrograms.png").stat().st_size > 10_000
 
 
+def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
+                                                               tmp_path):
+  """A recipe records its sampling settings in config.sample; sample.py
+  uses them unless a flag says otherwise."""
+  from csrnn_jax import checkpoint as checkpoint_lib
+  from csrnn_jax import configlib
+  run = tmp_path / "run"
+  import shutil
+  shutil.copytree(trained_run, run)
+  config = checkpoint_lib.read_config(str(run))
+  config.sample.temperature = 0.8
+  config.sample.min_p = 0.05
+  (run / "config.json").write_text(configlib.to_json(config))
+  out = tmp_path / "out"
+  assert sample_cli.main([f"--workdir={run}", "--cond", "bells", "--seconds",
+                          "0.05", "--out", str(out)]) == 0
+  side = json.loads((out / "bells_seed0_t0.8_minp0.05.json").read_text())
+  assert side["temperature"] == 0.8 and side["min_p"] == 0.05
+  assert sample_cli.main([f"--workdir={run}", "--cond", "bells", "--seconds",
+                          "0.05", "--temperature", "1", "--min-p", "0",
+                          "--out", str(out)]) == 0
+  side = json.loads((out / "bells_seed0_t1.json").read_text())
+  assert side["temperature"] == 1.0 and side["min_p"] == 0.0
+
+
 def test_sample_cli_prime_and_mix(trained_run, tmp_path):
   prime = tmp_path / "prime.wav"
   t = np.arange(3000) / 16000
