@@ -5,8 +5,13 @@ and ``checkpoints/<step>/`` with three items: ``params`` and ``opt_state``
 (array trees) and ``meta`` (JSON: step, RNG key, data-stream position). Saves
 happen at chunk-batch boundaries; Orbax writes to a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous
-checkpoint intact. Kept: the last ``keep`` and the best by validation NLL.
-Everything is restored from the workdir alone: the config gives the shapes.
+checkpoint intact. Kept: the last ``keep`` and the best by the validation NLL
+that each checkpoint's ``meta`` records (``KeepLatestAndBest``), so the best
+survives any number of restarts. A checkpoint that cannot be read is named;
+"latest" then falls back to the newest intact one. Everything is restored
+from the workdir alone: the config gives the shapes.
+
+``workdir_lock``: one trainer per run directory (an OS file lock).
 
 With several processes (``sharding``) every process calls ``save`` and
 ``restore`` on a shared workdir; Orbax writes each replicated array once.
@@ -15,22 +20,31 @@ between device counts and hosts.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as policies
 
 from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
 
 BEST_METRIC = "valid_bits"
+LOCK_FILE = "train.lock"
+DAMAGED_SUFFIX = ".damaged"
 
 
 class CheckpointError(FileNotFoundError):
   pass
+
+
+class WorkdirBusy(RuntimeError):
+  """Another trainer holds the run directory's lock."""
 
 
 def _to_orbax(tree):
@@ -56,35 +70,69 @@ def _abstract(tree):
       tree)
 
 
+def best_of(valid_bits: dict) -> int | None:
+  """The step with the lowest validation NLL of {step: bits or None}."""
+  scored = [(bits, step) for step, bits in valid_bits.items()
+            if bits is not None]
+  return min(scored)[1] if scored else None
+
+
+class KeepLatestAndBest:
+  """Orbax preservation policy: the last ``keep`` steps on disk and the one
+  with the lowest validation NLL, read from ``valid_bits`` ({step: bits or
+  None}, kept by the Checkpointer from every checkpoint's meta), not from
+  Orbax's in-memory metrics, which a restart forgets."""
+
+  def __init__(self, keep: int, valid_bits: dict):
+    self.keep, self.valid_bits = max(keep, 1), valid_bits
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    steps = [c.step for c in checkpoints]
+    latest = set(sorted(steps)[-self.keep:])
+    best = best_of({s: self.valid_bits.get(s) for s in steps})
+    return [s in latest or s == best for s in steps]
+
+
+def _reason(error: Exception) -> str:
+  """One short line for an exception (tensorstore's run to kilobytes)."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  return f"{type(error).__name__}: {text[:200]}"
+
+
 class Checkpointer:
   """The checkpoints of one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    policy = policies.AnyPreservationPolicy([
-        policies.LatestN(n=keep),
-        # BestN keeps the end of the sorted order: reverse so lowest NLL wins.
-        policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
-                       reverse=True, keep_checkpoints_without_metrics=False),
-    ])
+    self.valid_bits = {}  # step -> the validation NLL its meta records
+    self.damaged = []  # steps that ``restore`` skipped
     self.manager = ocp.CheckpointManager(
         self.directory,
         item_names=("params", "opt_state", "meta"),
         options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=False,
-            create=True))
+            preservation_policy=KeepLatestAndBest(keep, self.valid_bits),
+            enable_async_checkpointing=False, create=True))
+    for step in self.manager.all_steps():
+      self.valid_bits[step] = self._recorded_bits(step)
+
+  def _recorded_bits(self, step: int) -> float | None:
+    try:
+      return self.read_meta(step).get(BEST_METRIC)
+    except Exception:  # pylint: disable=broad-except
+      return None  # an unreadable meta ranks nowhere (restore names it)
 
   def save(self, step: int, params, opt_state, meta: dict,
            valid_bits: float | None = None):
     """Writes one checkpoint (blocking). ``valid_bits`` ranks it for "best"."""
-    metrics = None if valid_bits is None else {BEST_METRIC: float(valid_bits)}
-    meta = {**meta, "step": int(step), BEST_METRIC: metrics and valid_bits}
+    valid_bits = None if valid_bits is None else float(valid_bits)
+    meta = {**meta, "step": int(step), BEST_METRIC: valid_bits}
     args = {"params": ocp.args.StandardSave(_to_orbax(params)),
             "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
       args["opt_state"] = ocp.args.StandardSave(opt_state)
-    self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics,
-                      force=True)
+    self.valid_bits[int(step)] = valid_bits
+    self.manager.save(step, args=ocp.args.Composite(**args), force=True)
     self.manager.wait_until_finished()
 
   def steps(self) -> list[int]:
@@ -97,9 +145,8 @@ class Checkpointer:
 
   def best_step(self) -> int | None:
     """The step with the lowest validation NLL (latest if none has one)."""
-    scored = [(m[BEST_METRIC], s) for s in self.steps()
-              if (m := self.read_meta(s)).get(BEST_METRIC) is not None]
-    return min(scored)[1] if scored else self.latest_step()
+    best = best_of({s: self.valid_bits.get(s) for s in self.steps()})
+    return self.latest_step() if best is None else best
 
   def read_meta(self, step: int) -> dict:
     restored = self.manager.restore(
@@ -128,19 +175,85 @@ class Checkpointer:
 
     ``params_like``/``opt_state_like`` give the tree structure and shapes
     (arrays or ShapeDtypeStructs, with the shardings to restore into).
+    A checkpoint that cannot be read raises CheckpointError naming it; for
+    "latest" (or None) the newest intact one is restored instead, with a
+    warning on stderr, and the skipped steps are added to ``damaged``.
     """
-    step = self.resolve(step)
+    wanted = self.resolve(step)
+    fallback = step in (None, "latest")
+    candidates = ([s for s in sorted(self.steps(), reverse=True)
+                   if s <= wanted] if fallback else [wanted])
     args = {"params": ocp.args.StandardRestore(_abstract(_to_orbax(
         params_like))), "meta": ocp.args.JsonRestore()}
     if opt_state_like is not None:
       args["opt_state"] = ocp.args.StandardRestore(_abstract(opt_state_like))
-    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-    params = _from_orbax(restored["params"], params_like)
-    opt_state = restored["opt_state"] if opt_state_like is not None else None
-    return params, opt_state, dict(restored["meta"])
+    for candidate in candidates:
+      try:
+        restored = self.manager.restore(candidate,
+                                        args=ocp.args.Composite(**args))
+      except Exception as e:  # pylint: disable=broad-except
+        where = os.path.join(self.directory, str(candidate))
+        if not fallback:
+          raise CheckpointError(
+              f"the checkpoint at step {candidate} ({where}) is damaged "
+              f"({_reason(e)}); use another step (available: "
+              f"{', '.join(map(str, sorted(self.steps())))}) or move "
+              f"{where} away") from e
+        print(f"warning: skipping the damaged checkpoint at step {candidate}"
+              f" ({where}: {_reason(e)})", file=sys.stderr)
+        self.damaged.append(candidate)
+        continue
+      params = _from_orbax(restored["params"], params_like)
+      opt_state = restored["opt_state"] if opt_state_like is not None else None
+      return params, opt_state, dict(restored["meta"])
+    raise CheckpointError(
+        f"no checkpoint in {self.directory} can be read (damaged: "
+        f"{', '.join(map(str, self.damaged))}); move the folder away and "
+        "train again")
+
+  def set_aside_damaged(self) -> None:
+    """Renames each checkpoint ``restore`` skipped to <step>.damaged (kept
+    for inspection, out of Orbax's way: the step can be saved again)."""
+    if jax.process_index() == 0:
+      for step in self.damaged:
+        where = os.path.join(self.directory, str(step))
+        target, n = where + DAMAGED_SUFFIX, 1
+        while os.path.exists(target):
+          target, n = f"{where}{DAMAGED_SUFFIX}{n}", n + 1
+        os.rename(where, target)
+        print(f"The damaged checkpoint {where} is now {target}.",
+              file=sys.stderr)
+    self.damaged = []
+    self.manager.reload()
 
   def close(self):
     self.manager.close()
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds an exclusive lock (flock) on <workdir>/train.lock while the block
+  runs. The OS releases it when the process ends, even by kill -9. Raises
+  WorkdirBusy naming the holder (its pid and host, as it wrote them)."""
+  path = os.path.join(workdir, LOCK_FILE)
+  f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "a process that did not say which"
+    f.close()
+    raise WorkdirBusy(
+        f"{os.path.abspath(workdir)} is in use by another trainer ({holder});"
+        " wait for it to finish or stop it, or train in another --workdir"
+    ) from None
+  try:
+    f.truncate(0)
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    yield
+  finally:
+    f.close()  # releases the lock
 
 
 def read_config(workdir: str):
@@ -150,7 +263,13 @@ def read_config(workdir: str):
         f"{workdir} is not a run directory (no config.json); pass the "
         "--workdir of a training run or of csrnn-import-torch")
   with open(path) as f:
-    return configlib.from_json(f.read())
+    text = f.read()
+  try:
+    return configlib.from_json(text)
+  except json.JSONDecodeError as e:
+    raise configlib.ConfigError(
+        f"{path} is not valid JSON ({e}); restore it from a copy, or "
+        "write it again from the run's config file") from None
 
 
 def write_json(path: str, obj) -> None:

@@ -2,11 +2,15 @@
 
 Every config file in ``configs/`` starts from ``base_config()`` and overrides
 values; a key that is not here is an error (a typo must not be ignored), and so
-is a value of the wrong type. ``model_config`` turns the ``model`` section into
-the frozen ``ModelConfig`` the model is built from.
+is a value of the wrong type; both are one-line ``ConfigError``s naming the
+key (with the nearest known key for a typo), as is a bad command-line
+override (``check_override``). ``model_config`` turns the ``model`` section
+into the frozen ``ModelConfig`` the model is built from.
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 
 import ml_collections
@@ -102,22 +106,82 @@ def paper_config(name: str) -> ml_collections.ConfigDict:
   return config
 
 
+class ConfigError(ValueError):
+  """A config key that does not exist or a value of the wrong type."""
+
+
+def _dotted_keys(config, prefix=""):
+  for key, value in config.items():
+    yield prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _dotted_keys(value, prefix + key + ".")
+
+
+def _unknown_key(path: str) -> ConfigError:
+  """'does not exist', with the nearest existing key when there is one."""
+  close = difflib.get_close_matches(path, list(_dotted_keys(base_config())),
+                                    n=1, cutoff=0.6)
+  hint = f"; did you mean {close[0]!r}?" if close else (
+      "; see csrnn_jax/configlib.py base_config() for every key")
+  return ConfigError(f"config key {path!r} does not exist{hint}")
+
+
 def _check_keys(config, reference, prefix=""):
   for key in config.keys():
     path = f"{prefix}{key}"
     if key not in reference:
-      raise ValueError(
-          f"config key {path!r} does not exist; known keys here: "
-          f"{', '.join(sorted(reference.keys()))}")
+      raise _unknown_key(path)
     value, default = config[key], reference[key]
     if isinstance(default, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
-        raise ValueError(f"config key {path!r} must be a section, got {value!r}")
+        raise ConfigError(f"config key {path!r} must be a section, got "
+                          f"{value!r}")
       _check_keys(value, default, prefix=path + ".")
     elif not _same_type(value, default):
-      raise ValueError(
+      raise ConfigError(
           f"config key {path!r} = {value!r} has type {type(value).__name__}; "
           f"expected {type(default).__name__} (like the default {default!r})")
+
+
+def _parse_like(text: str, default):
+  """A command-line value read as the type of ``default``, or ValueError."""
+  if isinstance(default, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(text)
+    return text.lower() in ("true", "1")
+  if isinstance(default, (int, float)):
+    return type(default)(text)
+  if isinstance(default, (tuple, list)):
+    value = ast.literal_eval(text)
+    if not isinstance(value, (tuple, list)):
+      raise ValueError(text)
+    return value
+  return text
+
+
+def check_override(path: str, text: str | None) -> None:
+  """Raises ConfigError for ``--config.<path>=<text>`` naming a key that does
+  not exist (with the nearest one) or a value that is not of its type."""
+  section = base_config()
+  parts = path.split(".")
+  for i, part in enumerate(parts):
+    if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+      raise _unknown_key(path)
+    section = section[part]
+    if i < len(parts) - 1 and not isinstance(section,
+                                              ml_collections.ConfigDict):
+      raise _unknown_key(path)
+  if isinstance(section, ml_collections.ConfigDict):
+    raise ConfigError(f"config key {path!r} is a section; set one of its "
+                      f"keys: {', '.join(sorted(section.keys()))}")
+  if text is None:
+    return
+  try:
+    _parse_like(text, section)
+  except (ValueError, SyntaxError):
+    raise ConfigError(
+        f"--config.{path}={text}: expected {type(section).__name__} (like "
+        f"the default {section!r})") from None
 
 
 def _same_type(value, default):
@@ -131,7 +195,7 @@ def _same_type(value, default):
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ValueError naming an unknown key or a mistyped value; checks the
+  """Raises ConfigError naming an unknown key or a mistyped value; checks the
   model section by building its ModelConfig. Returns the config."""
   _check_keys(config, base_config())
   model_config(config, cond_dim=max(config.model.cond_dim, 0))

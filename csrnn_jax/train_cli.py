@@ -10,6 +10,9 @@ several processes (one per host) first: ``jax.distributed.initialize`` with
 ``--coordinator_address``/``--num_processes``/``--process_id``, or where
 those are not given, what JAX detects (JAX_COORDINATOR_ADDRESS, SLURM, Open
 MPI, Cloud TPU, Kubernetes). See docs/scaling.md.
+
+Exit status: 0 finished, 2 an error (one line on stderr), 75 (EX_TEMPFAIL)
+interrupted by SIGINT/SIGTERM after saving a checkpoint: rerun to resume.
 """
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "this process's index, 0 .. num_processes - 1 (with "
     "--multihost)")
+_ACCEPT_DATASET_CHANGE = flags.DEFINE_bool(
+    "accept_dataset_change", False, "resume even though the dataset's "
+    "manifest differs from the one the run was trained on")
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = os.EX_TEMPFAIL  # 75: stopped by a signal, resumable
 
 CONFIG_DIRS = ("configs", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
@@ -69,6 +78,22 @@ def _rewrite_config_flag(argv: list[str]) -> list[str]:
   return out
 
 
+def _check_overrides(argv: list[str]) -> None:
+  """Each ``--config.<key>=<value>`` names a key and a value of its type
+  (``configlib.check_override``), before ml_collections parses them."""
+  overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]
+  if not overrides:
+    return
+  from csrnn_jax import configlib  # pylint: disable=import-outside-toplevel
+  for override in overrides:
+    key, eq, text = override.partition("=")
+    try:
+      configlib.check_override(key, text if eq else None)
+    except configlib.ConfigError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(EXIT_ERROR)
+
+
 def _main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
@@ -77,12 +102,18 @@ def _main(argv):
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
+  from csrnn_jax import checkpoint
   from csrnn_jax import trainer
   try:
-    result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    result = trainer.train_and_evaluate(
+        _CONFIG.value, _WORKDIR.value,
+        accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
+  except (ValueError, FileNotFoundError, FloatingPointError,
+          checkpoint.WorkdirBusy, trainer.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return EXIT_ERROR
+  if result["interrupted"]:
+    return EXIT_INTERRUPTED
   print(f"Finished at step {result['step']}: "
         + ", ".join(f"{k}={v:.4g}" for k, v in result.items()
                     if k != "step" and isinstance(v, float)))
@@ -90,4 +121,6 @@ def _main(argv):
 
 
 def main():
-  app.run(_main, argv=_rewrite_config_flag(sys.argv))
+  argv = _rewrite_config_flag(sys.argv)
+  _check_overrides(argv)
+  app.run(_main, argv=argv)

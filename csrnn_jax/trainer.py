@@ -8,18 +8,26 @@ per-window function one dispatch at a time (debugging, reference parity).
 
 Checkpoints are written at chunk-batch boundaries with the data-stream
 position, so a killed run resumes exactly where its last checkpoint was: on
-CPU the parameters end bitwise equal to an uninterrupted run's.
+CPU the parameters end bitwise equal to an uninterrupted run's. Nothing is
+saved from a chunk batch that diverged (``divergence``): the run stops and
+its last good checkpoint stays the latest. One trainer at a time holds a
+workdir (``checkpoint.workdir_lock``), and a resume checks that the dataset
+is the one the run was trained on (its manifest's hash, ``provenance``).
 
 Training is data parallel over every device (of every process) unless a
 ``mesh`` is given: see ``sharding`` and docs/scaling.md.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
-import json
+import math
 import os
+import re
 import signal
+import sys
 import time
 
 import jax
@@ -42,13 +50,24 @@ from csrnn_jax import sampling
 from csrnn_jax import sharding as sharding_lib
 
 # Config sections that fix what a run computes; resuming with other values
-# would silently continue a different experiment.
-FIXED_ON_RESUME = ("model", "data.dataset_dir", "seed", "train.batch_size",
-                   "train.seq_len")
+# would silently continue a different experiment. (The dataset is checked by
+# its manifest's hash: a moved dataset may resume.)
+FIXED_ON_RESUME = ("model", "seed", "train.batch_size", "train.seq_len")
+# A window's loss above this many times log2(Q) bits, the cost of a uniform
+# guess (where an untrained model starts), is divergence: no learning run
+# gets there, and a diverging one passes it long before inf.
+EXPLODED_LOSS_FACTOR = 2.0
+# Failed writes that leave the run directory as it was before the write.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                  errno.EPERM, errno.EFBIG)
 
 
 class TrainingDiverged(FloatingPointError):
   pass
+
+
+class StorageError(RuntimeError):
+  """The run directory could not be written; what it held is intact."""
 
 
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
@@ -91,6 +110,9 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
   device. Each device's loss is its rows' NLL over the whole batch's weight,
   so the sum of the devices' gradients (one all-reduce) is the whole batch's
   gradient, and every device applies the same Adam update.
+
+  The loss is differentiated in bits per sample, as the reference's, so that
+  element-wise clipping at ``train.clip_value`` clips the same gradient.
   """
   augment = augment or augment_lib.make(None)
 
@@ -111,20 +133,20 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
     weight = jnp.sum(weight_BxT)
     if axis_name is not None:
       weight = jax.lax.psum(weight, axis_name)
-    loss = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(weight, 1)
-    return loss, carry
+    bits = jnp.sum(nll_BxT * weight_BxT) / jnp.maximum(weight, 1) / (
+        metrics_lib.LN2)
+    return bits, carry
 
   def step(params, opt_state, carry, reset, window_BxW, cond_BxC, mask_B,
            key, chunk_key):
-    (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (bits, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, carry, reset, window_BxW, cond_BxC, mask_B, key, chunk_key)
     if axis_name is not None:
-      loss, grads = jax.lax.psum((loss, grads), axis_name)
+      bits, grads = jax.lax.psum((bits, grads), axis_name)
     with jax.named_scope("optimizer"):
       updates, opt_state = tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
-    metrics = {"bits": loss / metrics_lib.LN2,
-               "grad_norm": optax.tree.norm(grads)}
+    metrics = {"bits": bits, "grad_norm": optax.tree.norm(grads)}
     return params, opt_state, jax.lax.stop_gradient(carry), metrics
 
   return step
@@ -238,12 +260,11 @@ def _crossed(before: int, after: int, every: int) -> bool:
   return every > 0 and after // every > before // every
 
 
-def _prepare_run(config, workdir, mesh):
-  """Validate, open the data, resolve the config against it, write config."""
-  configlib.validate(config)
+def _prepare_run(config, workdir, mesh, accept_dataset_change):
+  """Open the data, resolve the config against it (and against the run it
+  resumes), write config.json."""
   t = config.train
   sharding_lib.check_batch_size(t.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
   mcfg_probe = configlib.model_config(config, cond_dim=0)
   stream = data_lib.BatchStream(
       config.data.dataset_dir, "train", t.batch_size, t.seq_len,
@@ -275,7 +296,12 @@ def _prepare_run(config, workdir, mesh):
   config.data.class_names = tuple(stream.class_names)  # the one-hot order
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
-    check_compatible(checkpoint_lib.read_config(workdir), config, workdir)
+    saved = checkpoint_lib.read_config(workdir)
+    check_compatible(saved, config, workdir)
+    provenance.check_dataset(
+        workdir, config.data.dataset_dir, saved.data.dataset_dir,
+        accept=accept_dataset_change, accept_flag="--accept_dataset_change",
+        dir_flag="data.dataset_dir")
   if jax.process_index() == 0:  # atomic: other hosts may be reading it
     with open(config_path + ".tmp", "w") as f:
       f.write(configlib.to_json(config))
@@ -284,14 +310,59 @@ def _prepare_run(config, workdir, mesh):
 
 
 def _record_provenance(workdir, config):
-  path = os.path.join(workdir, "provenance.json")
-  sessions = []
-  if os.path.exists(path):
-    with open(path) as f:
-      sessions = json.load(f).get("sessions", [])
-  manifest = os.path.join(config.data.dataset_dir, "manifest.json")
+  """Appends this session; a provenance.json that cannot be read is kept
+  as provenance.json.broken and a new log begins (it never stops a run)."""
+  path = os.path.join(workdir, provenance.FILE)
+  sessions, problem = provenance.read_sessions(workdir)
+  if problem:
+    os.replace(path, path + ".broken")
+    print(f"warning: {problem}; kept as {path}.broken, starting a new log",
+          file=sys.stderr)
+  manifest = os.path.join(config.data.dataset_dir, provenance.MANIFEST)
   sessions.append(provenance.collect(config.seed, manifest))
   checkpoint_lib.write_json(path, {"sessions": sessions})
+
+
+def _all_finite(tree) -> jax.Array:
+  """One jitted reduction: whether every float leaf of ``tree`` is finite."""
+  leaves = [x for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+_all_finite_jit = jax.jit(_all_finite)
+
+
+def divergence(bits_N, grad_norm_N, state_finite: bool,
+               q_levels: int) -> str | None:
+  """Why a chunk batch's result must not be kept, or None: a window's loss
+  or gradient norm (N,) is not finite, the parameters or optimizer state
+  after it are not (``state_finite``), or a loss exploded past
+  ``EXPLODED_LOSS_FACTOR * log2(Q)`` bits."""
+  bits_N, grad_norm_N = np.asarray(bits_N), np.asarray(grad_norm_N)
+  limit = EXPLODED_LOSS_FACTOR * math.log2(q_levels)
+  if not np.all(np.isfinite(bits_N)):
+    return f"the training loss became {bits_N[~np.isfinite(bits_N)][0]}"
+  if not np.all(np.isfinite(grad_norm_N)):
+    return ("the gradient norm became "
+            f"{grad_norm_N[~np.isfinite(grad_norm_N)][0]}")
+  if not state_finite:
+    return "the parameters or the optimizer state became non-finite"
+  if bits_N.max() > limit:
+    return (f"the training loss reached {bits_N.max():.3g} bits per sample, "
+            f"more than {EXPLODED_LOSS_FACTOR:g} x log2(Q) = {limit:g} (a "
+            "uniform guess costs log2(Q))")
+  return None
+
+
+def _storage_errno(error: Exception) -> int | None:
+  """The errno of a failed write that leaves the workdir as it was (an
+  OSError's, or the one tensorstore names in an Orbax error), else None."""
+  code = getattr(error, "errno", None)
+  if code is None:
+    found = re.search(r"os_error_code='?(\d+)", str(error))
+    code = int(found.group(1)) if found else None
+  return code if code in STORAGE_ERRNOS else None
 
 
 def write_samples(config, mcfg, graphdef, params, workdir: str,
@@ -312,16 +383,45 @@ def write_samples(config, mcfg, graphdef, params, workdir: str,
       metadata={"checkpoint_step": step}, progress=False)
 
 
-def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
-  """Train (or resume) the run in ``workdir``; returns the last metrics.
+def train_and_evaluate(config, workdir: str | None = None, mesh=None,
+                       accept_dataset_change: bool = False) -> dict:
+  """Train (or resume) the run in ``workdir``; returns the last metrics, the
+  step, and ``interrupted`` (a signal stopped it; rerun to resume).
 
   ``mesh``: the devices to train on, data parallel (default: every device of
   every process, ``sharding.make_mesh()``). A run may resume on another
   device count: only the float summation order changes.
+  ``accept_dataset_change``: resume on a dataset whose manifest differs from
+  the one the run recorded (else ``provenance.DatasetChanged``).
+
+  Raises ``checkpoint.WorkdirBusy`` while another trainer holds the workdir,
+  ``TrainingDiverged`` (nothing of the diverged chunk batch saved),
+  ``StorageError`` when the workdir cannot be written (what it held is kept).
   """
   workdir = resolve_workdir(config, workdir)
+  configlib.validate(config)
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
-  config, stream = _prepare_run(config, workdir, mesh)
+  saved = {"step": None}  # the newest checkpoint known intact, for messages
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with (checkpoint_lib.workdir_lock(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext()):
+      return _train(config, workdir, mesh, accept_dataset_change, saved)
+  except Exception as e:  # pylint: disable=broad-except
+    code = _storage_errno(e)
+    if code is None or isinstance(e, StorageError):
+      raise
+    kept = (f"its checkpoint at step {saved['step']} is intact"
+            if saved["step"] is not None else "no checkpoint had been written")
+    raise StorageError(
+        f"cannot write to {os.path.abspath(workdir)} "
+        f"({os.strerror(code)}); the run stopped and {kept}. Free some space "
+        "or make the folder writable, then rerun the same command to "
+        "resume") from e
+
+
+def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
+  config, stream = _prepare_run(config, workdir, mesh, accept_dataset_change)
   is_main = jax.process_index() == 0
   if is_main:
     _record_provenance(workdir, config)
@@ -334,7 +434,8 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
   step, rng = 0, jax.random.key(config.seed)
   if ckpt.latest_step() is not None:
     params, opt_state, meta = ckpt.restore("latest", params, opt_state)
-    step = meta["step"]
+    ckpt.set_aside_damaged()
+    step = saved["step"] = meta["step"]
     rng = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
     stream.restore(meta["data_position"])
     print(f"Resuming {workdir} from step {step}.")
@@ -349,6 +450,7 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
     meta = {"rng": np.asarray(jax.random.key_data(rng)).tolist(),
             "data_position": stream.position()}
     ckpt.save(step, params, opt_state, meta, valid_bits)
+    saved["step"] = step
 
   last, compiled, done = {}, False, step >= t.num_steps
   bar = tqdm(total=t.num_steps, initial=min(step, t.num_steps), unit="step",
@@ -372,12 +474,16 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
           params, opt_state, windows_NxBxW, cond_BxC, mask_B, key)
       bits_N = np.asarray(metrics["bits"])
       seconds = time.perf_counter() - start
-      if not np.all(np.isfinite(bits_N)):
+      why = divergence(bits_N, metrics["grad_norm"],
+                       bool(_all_finite_jit((params, opt_state))),
+                       mcfg.q_levels)
+      if why:  # before anything of this chunk batch is logged or saved
+        good = (f"its last good checkpoint (step {saved['step']}) is kept in "
+                f"{ckpt.directory}" if saved["step"] is not None else
+                "no checkpoint had been saved yet")
         raise TrainingDiverged(
-            f"the training loss became {bits_N[~np.isfinite(bits_N)][0]} in "
-            f"the chunk batch after step {step}. The run stopped; its last "
-            f"good checkpoint (step {ckpt.latest_step()}) is kept in "
-            f"{ckpt.directory}. Lower train.learning_rate or use "
+            f"{why} in the chunk batch after step {step}. The run stopped "
+            f"without saving; {good}. Lower train.learning_rate or use "
             "train.clip='global_norm', then rerun to resume from it.")
       before, step = step, step + len(bits_N)
       samples = int(np.sum(batch.mask_B)) * t.seq_len * len(bits_N)
@@ -420,4 +526,4 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None) -> dict:
   if stop.signum is not None:
     print(f"Stopped by signal {stop.signum}; checkpoint saved at step {step}. "
           "Rerun the same command to resume.")
-  return {"step": step, **last}
+  return {"step": step, "interrupted": stop.signum is not None, **last}

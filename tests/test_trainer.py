@@ -1,5 +1,6 @@
-"""Training (DESIGN §4): learning, resume bitwise, SIGKILL, NaN, config errors,
-scan vs one-window-per-dispatch."""
+"""Training (DESIGN §4): learning, resume bitwise, SIGKILL, SIGTERM's exit
+status, divergence, config errors, scan vs one-window-per-dispatch, the loss
+in bits, the hidden state carried across a chunk batch's windows."""
 import json
 import os
 import pathlib
@@ -9,11 +10,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
 
+import test_model
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import data as data_lib
@@ -164,29 +167,74 @@ def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
-  assert "Stopped by signal" in out
+  # Not 0: `train && sample` must not go on as if training had finished.
+  assert proc.returncode == os.EX_TEMPFAIL == 75, err[-2000:]
+  assert "Stopped by signal 15" in out and "Rerun the same command" in out
+  assert "Finished" not in out
   step = checkpoint_lib.Checkpointer(str(workdir)).latest_step()
   assert step is not None and step % WINDOWS_PER_BATCH == 0 and step > 0
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(
-    tiny_dataset, tmp_path):
-  workdir = str(tmp_path / "nan")
+@pytest.mark.parametrize("learning_rate,why", [
+    # 1e30 sends the weights to ~1e30: the logits overflow to nan.
+    (1e30, "the training loss became nan"),
+    # 1e6 keeps the loss finite for a while (~1e27 bits) and the gradient
+    # norm overflows: both past the guard's limits, long before a nan.
+    (1e6, "(gradient norm became inf|loss reached .* bits per sample)"),
+])
+def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(
+    tiny_dataset, tmp_path, learning_rate, why):
+  workdir = str(tmp_path / "diverged")
   config = tiny_config(tiny_dataset, num_steps=WINDOWS_PER_BATCH,
-                       eval_every=0)
+                       eval_every=WINDOWS_PER_BATCH, keep_checkpoints=1)
   trainer.train_and_evaluate(config, workdir)
   good, good_step = final_params(workdir)
-  # A learning rate of 1e30 sends the weights to ~1e30: the logits overflow.
-  config.train.learning_rate = 1e30
+  config.train.learning_rate = learning_rate
   config.train.num_steps = 3 * WINDOWS_PER_BATCH
+  config.train.checkpoint_every = 1  # a save after every chunk batch
   with pytest.raises(trainer.TrainingDiverged,
-                     match=rf"loss became nan.*last good checkpoint \(step "
-                           rf"{good_step}\).*Lower train.learning_rate"):
+                     match=rf"{why} in the chunk batch after step {good_step}"
+                           rf".*without saving; its last good checkpoint "
+                           rf"\(step {good_step}\).*Lower train.learning_rate"):
     trainer.train_and_evaluate(config, workdir)
+  assert checkpoint_lib.Checkpointer(workdir).steps() == [good_step]
   params, step = final_params(workdir)
   assert step == good_step
   assert_trees_equal(params, good)
+  records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
+  assert max(r["step"] for r in records) == good_step  # nothing logged
+
+
+def test_non_finite_parameters_after_the_last_window_are_not_saved(
+    tiny_dataset, tmp_path):
+  """One window per chunk batch: its loss and gradient are computed before
+  the update, so only the parameters show that a learning rate of 1e39
+  (inf in float32) broke them."""
+  workdir = str(tmp_path / "inf")
+  config = tiny_config(tiny_dataset, num_steps=1, seq_len=8000, eval_every=0)
+  trainer.train_and_evaluate(config, workdir)
+  config.train.learning_rate = 1e39
+  config.train.num_steps = 3
+  with pytest.raises(trainer.TrainingDiverged,
+                     match=r"the parameters or the optimizer state became "
+                           r"non-finite in the chunk batch after step 1"):
+    trainer.train_and_evaluate(config, workdir)
+  assert checkpoint_lib.Checkpointer(workdir).steps() == [1]
+
+
+def test_divergence_names_each_cause():
+  ok_N, q = np.array([8.0, 7.5]), 256
+  assert trainer.divergence(ok_N, ok_N, True, q) is None
+  assert "loss became inf" in trainer.divergence(
+      np.array([7.0, np.inf]), ok_N, True, q)
+  assert "gradient norm became nan" in trainer.divergence(
+      ok_N, np.array([1.0, np.nan]), True, q)
+  assert "parameters or the optimizer state" in trainer.divergence(
+      ok_N, ok_N, False, q)
+  # Twice the 8 bits of a uniform guess over 256 levels: finite, diverged.
+  assert trainer.divergence(np.array([8.0, 15.9]), ok_N, True, q) is None
+  assert "loss reached 16.1 bits per sample, more than 2 x log2(Q) = 16" in (
+      trainer.divergence(np.array([8.0, 16.1]), ok_N, True, q))
 
 
 def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
@@ -208,6 +256,78 @@ def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
   for a, b in zip(jax.tree_util.tree_leaves(results[0][0]),
                   jax.tree_util.tree_leaves(results[1][0])):
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def one_batch(tiny_dataset, windows):
+  config = tiny_config(tiny_dataset)
+  mcfg = configlib.model_config(config, cond_dim=3)
+  stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
+                                mcfg.lookback, prefetch=0)
+  batch = next(stream)
+  return (mcfg, data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:windows],
+          batch)
+
+
+def test_window_step_differentiates_bits_like_the_reference(tiny_dataset):
+  """With SGD at rate 1 the update is minus the gradient: the gradient of
+  the mean NLL in bits (the reference's loss), not in nats, so that clipping
+  at train.clip_value clips what the reference clips."""
+  mcfg, windows, batch = one_batch(tiny_dataset, 1)
+  graphdef, params = model_lib.build(mcfg, 0)
+  m = model_lib.bind(graphdef, params)
+  window, cond = windows[0], batch.cond_BxC
+
+  def bits(p):
+    model = model_lib.bind(graphdef, p)
+    logits, _ = model.forward(window, cond, model.initial_carry(4))
+    return jnp.mean(model_lib.token_nll(logits, window[:, mcfg.lookback:])
+                    ) / np.log(2)
+
+  want = jax.grad(bits)(params)
+  tx = optax.sgd(1.0)
+  step = jax.jit(trainer.make_window_step(graphdef, tx, mcfg.lookback))
+  new, _, _, metrics = step(params, tx.init(params), m.initial_carry(4),
+                            jnp.asarray(True), window, cond, batch.mask_B,
+                            jax.random.key(0), jax.random.key(1))
+  np.testing.assert_allclose(metrics["bits"], bits(params), rtol=1e-6)
+  for p, n, g in zip(*(jax.tree_util.tree_leaves(t)
+                       for t in (params, new, want))):
+    # The same float32 graph inside and outside jit: XLA's summation order
+    # differs (1e-4 relative covers it), and p - (p - g) in float32 rounds
+    # twice at the scale of p (4 eps |p|). Nats would be 1.44x off.
+    p, n = np.asarray(p), np.asarray(n)
+    np.testing.assert_allclose(
+        p - n, g, rtol=1e-4,
+        atol=4 * np.finfo(np.float32).eps * float(np.abs(p).max()))
+
+
+def test_windows_of_a_chunk_batch_carry_the_hidden_state(tiny_dataset):
+  """Learning rate 0: each window's loss is the carried forward pass's
+  (h0 at the first window, then the state the previous window left), and
+  differs from one that resets to h0 at every window."""
+  mcfg, windows_NxBxW, batch = one_batch(tiny_dataset, 4)
+  graphdef, params = model_lib.build(mcfg, 0)
+  params = test_model.randomize(params, 0, scale=0.2)
+  m = model_lib.bind(graphdef, params)
+  tx = optax.sgd(0.0)
+  step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
+  _, _, metrics = step(jax.tree_util.tree_map(jnp.copy, params),
+                       tx.init(params), windows_NxBxW, batch.cond_BxC,
+                       batch.mask_B, jax.random.key(0))
+
+  def window_bits(window, carry):
+    logits, carry = m.forward(window, batch.cond_BxC, carry)
+    nll = model_lib.token_nll(logits, window[:, mcfg.lookback:])
+    return float(jnp.mean(nll)) / np.log(2), carry
+
+  carried_N, reset_N, carry = [], [], m.initial_carry(4)
+  for window in windows_NxBxW:
+    bits, carry = window_bits(window, carry)
+    carried_N.append(bits)
+    reset_N.append(window_bits(window, m.initial_carry(4))[0])
+  # The same float32 forward pass inside and outside the scan: 1e-5 relative.
+  np.testing.assert_allclose(metrics["bits"], carried_N, rtol=1e-5)
+  assert np.abs(np.array(reset_N[1:]) - carried_N[1:]).min() > 1e-3
 
 
 def test_first_window_trains_learned_h0(tiny_dataset):

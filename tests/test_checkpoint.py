@@ -1,0 +1,136 @@
+"""Checkpoints: which ones are kept (the last N and the best, across
+restarts), damaged checkpoints, and the workdir lock. Real Orbax checkpoints
+of small trees."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from csrnn_jax import checkpoint as checkpoint_lib
+
+PARAMS = {"w": jnp.arange(12.0).reshape(3, 4), "layers": {0: jnp.ones(5)}}
+
+
+def saved(ckpt, step, valid_bits=None):
+  params = {"w": PARAMS["w"] + step, "layers": PARAMS["layers"]}
+  ckpt.save(step, params, None, {"note": f"step {step}"}, valid_bits)
+
+
+def on_disk(workdir) -> list[int]:
+  return sorted(int(p.name) for p in (pathlib.Path(workdir) / "checkpoints")
+                .iterdir() if p.name.isdigit())
+
+
+def test_best_checkpoint_survives_any_number_of_restarts(tmp_path):
+  """keep=1: each session keeps its latest, and the best by valid_bits over
+  every checkpoint on disk, even one written two restarts ago."""
+  workdir = str(tmp_path)
+  sessions = [[(1, 9.0), (2, 8.6), (3, 9.5)],  # the best: step 2
+              [(4, None), (5, 10.24)],
+              [(6, 9.9), (7, None)]]
+  for session in sessions:  # every session is a fresh Checkpointer
+    ckpt = checkpoint_lib.Checkpointer(workdir, keep=1)
+    for step, bits in session:
+      saved(ckpt, step, bits)
+    ckpt.close()
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=1)
+  assert on_disk(workdir) == ckpt.steps() == [2, 7]
+  assert ckpt.best_step() == 2 and ckpt.resolve("best") == 2
+  params, _, meta = ckpt.restore("best", PARAMS)
+  assert meta["valid_bits"] == 8.6 and meta["note"] == "step 2"
+  np.testing.assert_array_equal(params["w"], PARAMS["w"] + 2)
+  saved(ckpt, 8, 8.1)  # a new best replaces the old one
+  assert on_disk(workdir) == [8]
+  ckpt.close()
+
+
+def test_keep_last_n_without_any_validation(tmp_path):
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path), keep=2)
+  for step in range(1, 5):
+    saved(ckpt, step)
+  assert on_disk(tmp_path) == [3, 4] and ckpt.best_step() == 4
+  ckpt.close()
+
+
+def truncate_arrays(step_dir: pathlib.Path):
+  for path in (step_dir / "params").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      with open(path, "r+b") as f:
+        f.truncate(10)
+
+
+@pytest.mark.parametrize("damage", [
+    truncate_arrays,
+    lambda d: shutil.rmtree(d / "params"),
+    lambda d: shutil.rmtree(d / "meta"),
+], ids=["truncated-arrays", "deleted-params", "deleted-meta"])
+def test_damaged_latest_checkpoint_falls_back_and_is_named(tmp_path, capsys,
+                                                           damage):
+  workdir = str(tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=3)
+  for step in (1, 2, 3):
+    saved(ckpt, step, 10.0 - step)
+  ckpt.close()
+  damage(tmp_path / "checkpoints" / "3")
+  ckpt = checkpoint_lib.Checkpointer(workdir, keep=3)
+  params, _, meta = ckpt.restore("latest", PARAMS)
+  assert meta["step"] == 2 and ckpt.damaged == [3]
+  np.testing.assert_array_equal(params["w"], PARAMS["w"] + 2)
+  err = capsys.readouterr().err
+  assert "skipping the damaged checkpoint at step 3" in err
+  assert len(err) < 600  # one line, not a tensorstore dump
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"checkpoint at step 3 .* is damaged .*use another "
+                           r"step \(available: 1, 2, 3\)"):
+    ckpt.restore(3, PARAMS)
+  ckpt.set_aside_damaged()
+  assert ckpt.steps() == [1, 2]
+  assert (tmp_path / "checkpoints" / "3.damaged").is_dir()
+  saved(ckpt, 3)  # the step can be written again
+  assert ckpt.restore("latest", PARAMS)[2]["note"] == "step 3"
+  ckpt.close()
+
+
+def test_every_checkpoint_damaged_says_so(tmp_path):
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path))
+  saved(ckpt, 1)
+  ckpt.close()
+  shutil.rmtree(tmp_path / "checkpoints" / "1" / "params")
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path))
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"no checkpoint in .* can be read \(damaged: 1\)"):
+    ckpt.restore("latest", PARAMS)
+  ckpt.close()
+
+
+HOLD_LOCK = """
+import sys, time
+from csrnn_jax import checkpoint
+with checkpoint.workdir_lock(sys.argv[1]):
+  print("locked", flush=True)
+  time.sleep(600)
+"""
+
+
+def test_workdir_lock_is_exclusive_and_released_by_kill_9(tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(checkpoint_lib.WorkdirBusy,
+                       match=rf"{tmp_path} is in use by another trainer \(pid "
+                             rf"{holder.pid} on .*\); wait for it"):
+      with checkpoint_lib.workdir_lock(str(tmp_path)):
+        pass
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs in the holder
+    holder.wait()
+  with checkpoint_lib.workdir_lock(str(tmp_path)):  # free again
+    contents = (tmp_path / checkpoint_lib.LOCK_FILE).read_text()
+    assert contents.startswith(f"pid {os.getpid()} ")
