@@ -54,7 +54,15 @@ def load_manifest(dataset_dir) -> dict:
   if not path.is_file():
     raise DatasetError(f"{path}: missing, so {path.parent} is not a prepared "
                        "dataset; make one with `csrnn-prepare SRC OUT`")
-  manifest = json.loads(path.read_text())
+  try:
+    manifest = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DatasetError(
+        f"{path} is not valid JSON ({e}): damaged or half written; prepare "
+        "the dataset again (csrnn-prepare SRC OUT --overwrite)") from None
+  if not isinstance(manifest, dict):
+    raise DatasetError(f"{path} holds no manifest object; prepare the "
+                       "dataset again (csrnn-prepare SRC OUT --overwrite)")
   if manifest.get("format_version") != prepare.FORMAT_VERSION:
     raise DatasetError(
         f"{path}: format_version {manifest.get('format_version')!r}, this code "

@@ -19,7 +19,10 @@ Steps, and the decisions behind them:
    chunk; a final partial chunk is dropped) and drop chunks whose RMS is below
    ``silence_db`` dBFS. Chunks go to ``OUT/.staging`` at once, so memory stays
    small. A file that yields no chunk (missing, empty, undecodable, zero
-   length, shorter than a chunk, all silent) is skipped and listed.
+   length, shorter than a chunk, all silent) is skipped and listed. A file
+   beyond full scale (which quantisation would hard-clip) or already clipped
+   (runs of samples at full scale) is warned about on stderr and in the
+   manifest's ``warnings``.
 2. Split each class's files into train/valid/test (80/10/10 by default) after a
    shuffle seeded by (seed, class index): valid and test get round(n * share)
    files each, at least one, and train the rest. A class with fewer usable
@@ -28,12 +31,14 @@ Steps, and the decisions behind them:
 3. ``balance``: in each split, every class keeps as many chunks as the
    smallest class has there (classes absent from that split do not count),
    taken round-robin over its files so that every file stays represented.
-4. Move the chunks to ``OUT/<split>/<class>/`` (``OUT/<split>/all/`` for
-   vector labels) and write ``OUT/manifest.json`` last.
+4. Move the chunks to ``OUT/.build/<split>/<class>/`` (``<split>/all/`` for
+   vector labels), write the manifest there, and only then swap the new
+   dataset in for the old one (a few renames, the manifest last), so a run
+   killed before the end leaves the previous dataset as it was.
 
 OUT must be new, empty, or hold a dataset made with the same options (it is
 then rebuilt); anything else needs ``overwrite``, which removes only what
-prepare writes (the split folders, the manifest and the staging folder).
+prepare writes (the split folders, the manifest and its working folders).
 """
 from __future__ import annotations
 
@@ -58,8 +63,11 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SPLITS = ("train", "valid", "test")
 VECTOR_GROUP = "all"  # the output folder of vector-labelled chunks.
 STAGING = ".staging"
+BUILD = ".build"  # the new dataset until it is complete
+OLD = ".old"  # the previous dataset while the new one is swapped in
 MANIFEST = "manifest.json"
 PEAK = 0.99
+FULL_SCALE = 1.0 - 2.0 ** -15  # a 16-bit file's largest positive sample
 
 
 class PrepareError(ValueError):
@@ -162,6 +170,11 @@ def _sources_from_csv(labels_csv: pathlib.Path):
       except ValueError as e:
         raise PrepareError(f"{where}: {row[0].strip()} has a non-number in "
                            f"its vector ({e}); use plain numbers") from e
+      if not all(math.isfinite(v) for v in vector):
+        raise PrepareError(
+            f"{where}: {row[0].strip()} has a non-finite value in its vector "
+            f"({','.join(cell.strip() for cell in row[1:])}); give finite "
+            "numbers")
       parsed.append((path, None, vector))
   class_names = sorted({label for _, label, _ in parsed if label})
   sources = []
@@ -172,15 +185,20 @@ def _sources_from_csv(labels_csv: pathlib.Path):
   return sources, class_names, (class_names if by_label else cond_names)
 
 
-def _claim_out(out: pathlib.Path, options: dict, overwrite: bool) -> None:
-  """Refuses an OUT that holds something else, then clears prepare's own
-  entries there."""
-  own = set(SPLITS) | {MANIFEST, STAGING}
+def _check_out(out: pathlib.Path, options: dict, overwrite: bool) -> None:
+  """Refuses an OUT that holds something else; removes what a killed run
+  left in prepare's working folders."""
+  own = set(SPLITS) | {MANIFEST, STAGING, BUILD, OLD}
   entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
   if entries and not overwrite:
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
-      old = json.loads(manifest_path.read_text()).get("options", {})
+      try:
+        old = json.loads(manifest_path.read_text()).get("options", {})
+      except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise PrepareError(
+            f"{manifest_path} is not a valid manifest ({e}); pass "
+            "--overwrite to prepare the dataset again in its place") from None
       changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in options.items()
                  if old.get(k) != v]
       if changed:
@@ -193,24 +211,59 @@ def _claim_out(out: pathlib.Path, options: dict, overwrite: bool) -> None:
           f"{out} is not empty and holds no dataset (found "
           f"{', '.join(entries[:5])}); choose a new or empty OUT folder, or "
           "pass --overwrite to write the dataset into it")
-  for name in own & set(entries):
-    path = out / name
-    if path.is_dir():
-      shutil.rmtree(path)
-    else:
-      path.unlink()
+  for name in (STAGING, BUILD):
+    shutil.rmtree(out / name, ignore_errors=True)
   out.mkdir(parents=True, exist_ok=True)
+
+
+def _swap_in(out: pathlib.Path) -> None:
+  """Replaces OUT's dataset by the complete one in OUT/.build. The old
+  manifest goes first and the new one comes last, so OUT is never a mix of
+  the two that reads as a dataset."""
+  build, old = out / BUILD, out / OLD
+  shutil.rmtree(old, ignore_errors=True)
+  old.mkdir()
+  for name in (MANIFEST,) + SPLITS:
+    if (out / name).exists():
+      (out / name).replace(old / name)
+  for name in SPLITS + (MANIFEST,):
+    if (build / name).exists():
+      (build / name).replace(out / name)
+  shutil.rmtree(old)
+  build.rmdir()
+
+
+def _level_warnings(path, x_T, peak_normalize: bool) -> list[str]:
+  """Warnings for audio that quantisation would hard-clip (beyond full
+  scale, unless ``peak_normalize`` scales it) or that is clipped already
+  (neighbouring samples at full scale)."""
+  found = []
+  peak = float(np.abs(x_T).max())
+  if peak > 1.0 and not peak_normalize:
+    found.append(
+        f"{path}: peaks at {peak:.3g}, beyond full scale (1.0): every chunk "
+        "is hard-clipped to [-1, 1] when quantised; pass --peak-normalize to "
+        f"scale each file to a peak of {PEAK}")
+  at_full_T = (np.abs(x_T) >= FULL_SCALE) & (np.abs(x_T) <= 1.0)
+  clipped = int(np.sum(at_full_T[1:] & at_full_T[:-1]))
+  if clipped:
+    found.append(
+        f"{path}: {clipped} neighbouring samples sit at full scale: the "
+        "file was clipped before it got here, and its chunks keep the "
+        "distortion (--peak-normalize rescales it but cannot undo "
+        "clipping); use an unclipped source if there is one")
+  return found
 
 
 def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
                   silence_db, peak_normalize, verbose):
   """Decodes, cuts and writes every source's chunks to staging.
 
-  Returns the chunks, the skipped files as (source index, reason), and the
-  number of silent chunks dropped.
+  Returns the chunks, the skipped files as (source index, reason), the
+  number of silent chunks dropped and the level warnings.
   """
   staging.mkdir(parents=True)
-  chunks, skipped, silent = [], [], 0
+  chunks, skipped, silent, level_warnings = [], [], 0, []
   for i, source in enumerate(tqdm(sources, desc="prepare", unit="file",
                                   disable=not verbose)):
     try:
@@ -218,6 +271,7 @@ def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
     except audio.AudioError as e:
       skipped.append((i, str(e)))
       continue
+    level_warnings += _level_warnings(source.path, x_T, peak_normalize)
     peak = np.abs(x_T).max()
     if peak_normalize and peak > 0:
       x_T = x_T * (PEAK / peak)
@@ -242,7 +296,7 @@ def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
     elif not kept:
       skipped.append((i, f"{source.path}: all {len(offsets)} chunks are "
                          f"quieter than {silence_db:g} dBFS"))
-  return chunks, skipped, silent
+  return chunks, skipped, silent, level_warnings
 
 
 def _check_groups(groups, sources, chunks, skipped, where, chunk_seconds,
@@ -397,10 +451,11 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
     sources, class_names, cond_names = _sources_from_csv(labels_csv)
   else:
     sources, class_names, cond_names = _sources_from_folders(src, out)
-  _claim_out(out, options, overwrite)
+  _check_out(out, options, overwrite)
   staging = out / STAGING
+  complete = False
   try:
-    chunks, skipped, silent = _stage_chunks(
+    chunks, skipped, silent, level_warnings = _stage_chunks(
         sources, staging, sample_rate=sample_rate, chunk_samples=chunk_samples,
         hop=hop, silence_db=silence_db, peak_normalize=peak_normalize,
         verbose=verbose)
@@ -416,12 +471,12 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
     records = []
     for c in kept:
       source = sources[c.source_index]
-      dest = (out / c.split / _folder_name(c.group) /
+      dest = (pathlib.Path(c.split) / _folder_name(c.group) /
               f"{source.path.stem}.{c.source_index:05d}.{c.index:05d}.wav")
-      dest.parent.mkdir(parents=True, exist_ok=True)
-      c.staged.replace(dest)
+      (out / BUILD / dest).parent.mkdir(parents=True, exist_ok=True)
+      c.staged.replace(out / BUILD / dest)
       records.append({
-          "path": dest.relative_to(out).as_posix(),
+          "path": dest.as_posix(),
           "source": _relative(source.path, src),
           "offset_seconds": c.offset / sample_rate,
           "split": c.split,
@@ -429,30 +484,35 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
           "vector": source.vector,
           "duration_seconds": chunk_samples / sample_rate,
           "group": c.group})
+    skipped_records = [{"source": _relative(sources[i].path, src),
+                        "reason": r} for i, r in skipped]
+    summary = _summary(records, skipped_records)
+    for r in records:
+      del r["group"]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "options": options,
+        "sample_rate": int(sample_rate),
+        "chunk_samples": chunk_samples,
+        "class_names": class_names,
+        "cond_names": cond_names,
+        "cond_dim": len(cond_names),
+        "split_by": split_by,
+        "silent_chunks_dropped": silent,
+        "balance_dropped_chunks": len(dropped),
+        "skipped": skipped_records,
+        "warnings": level_warnings,
+        "chunks": records,
+    }
+    (out / BUILD / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _swap_in(out)
+    complete = True
   finally:
     shutil.rmtree(staging, ignore_errors=True)
-  skipped_records = [{"source": _relative(sources[i].path, src), "reason": r}
-                     for i, r in skipped]
-  summary = _summary(records, skipped_records)
-  for r in records:
-    del r["group"]
-  manifest = {
-      "format_version": FORMAT_VERSION,
-      "options": options,
-      "sample_rate": int(sample_rate),
-      "chunk_samples": chunk_samples,
-      "class_names": class_names,
-      "cond_names": cond_names,
-      "cond_dim": len(cond_names),
-      "split_by": split_by,
-      "silent_chunks_dropped": silent,
-      "balance_dropped_chunks": len(dropped),
-      "skipped": skipped_records,
-      "chunks": records,
-  }
-  tmp = out / (MANIFEST + ".tmp")
-  tmp.write_text(json.dumps(manifest, indent=1))
-  tmp.replace(out / MANIFEST)
+    if not complete:  # the previous dataset, if any, stays as it was
+      shutil.rmtree(out / BUILD, ignore_errors=True)
+  for warning in level_warnings:
+    print(f"warning: {warning}", file=sys.stderr)
   if verbose:
     print(f"dropped {silent} chunks quieter than {silence_db:g} dBFS")
     if balance:

@@ -48,6 +48,11 @@ def test_load_manifest_errors(tmp_path):
   with pytest.raises(data.DatasetError,
                      match="manifest.json: missing.*csrnn-prepare SRC OUT"):
     data.load_manifest(tmp_path)
+  (tmp_path / "manifest.json").write_text('{"format_version": 1, "chun')
+  with pytest.raises(data.DatasetError,
+                     match=r"manifest.json is not valid JSON \(.*line 1.*\): "
+                           r"damaged .*csrnn-prepare SRC OUT --overwrite"):
+    data.load_manifest(tmp_path)
 
 
 @pytest.mark.parametrize("method", ["linear", "mu-law"])

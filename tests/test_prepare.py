@@ -4,8 +4,11 @@ import collections
 import json
 import os
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -309,6 +312,99 @@ def test_error_out_holds_another_dataset(tmp_path):
   with pytest.raises(prepare.PrepareError,
                      match="is not empty and holds no dataset .*notes.txt"):
     run_prepare(tmp_path / "src", tmp_path / "other")
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-Infinity"])
+def test_error_csv_vector_with_a_non_finite_value_names_the_row(tmp_path,
+                                                                 cell):
+  csv_path = make_vector_csv(tmp_path, [[0.0, 1.0], [1.0, 0.0]])
+  csv_path.write_text(csv_path.read_text().replace("clip1.flac,1.0,0.0",
+                                                   f"clip1.flac,{cell},0.0"))
+  with pytest.raises(prepare.PrepareError,
+                     match=rf"labels.csv:3: audio/clip1.flac has a non-finite "
+                           rf"value in its vector \({cell},0.0\); give finite "
+                           rf"numbers"):
+    run_prepare(tmp_path, tmp_path / "out", labels_csv=csv_path)
+  assert not (tmp_path / "out").exists()
+
+
+def test_warns_about_audio_beyond_full_scale_and_clipped_audio(tmp_path,
+                                                              capsys):
+  src = tmp_path / "src"
+  tone_T = np.sin(2 * np.pi * 220 * np.arange(RATE) / RATE).astype(np.float32)
+  for folder in ("a", "b"):
+    (src / folder).mkdir(parents=True)
+  sf.write(src / "a" / "loud.wav", 50 * tone_T, RATE, subtype="FLOAT")
+  sf.write(src / "b" / "clipped.wav", np.clip(3 * tone_T, -1, 1), RATE,
+           subtype="PCM_16")
+  sf.write(src / "b" / "clean.wav", 0.5 * tone_T, RATE, subtype="PCM_16")
+  manifest = run_prepare(src, tmp_path / "out", split=(1.0, 0.0, 0.0))
+  err = capsys.readouterr().err
+  loud, clipped = manifest["warnings"]
+  assert loud.startswith(f"{src / 'a' / 'loud.wav'}: peaks at 50, beyond full "
+                         "scale") and "--peak-normalize" in loud
+  assert clipped.startswith(f"{src / 'b' / 'clipped.wav'}: ") and (
+      "neighbouring samples sit at full scale: the file was clipped" in clipped)
+  assert "--peak-normalize" in clipped
+  assert err.count("warning: ") == 2 and "clean.wav" not in err
+  manifest = run_prepare(src, tmp_path / "normalized", peak_normalize=True,
+                         split=(1.0, 0.0, 0.0))
+  assert [w.split(":")[0] for w in manifest["warnings"]] == [
+      str(src / "b" / "clipped.wav")]  # clipping stays clipping
+
+
+def dataset_files(out: pathlib.Path) -> dict:
+  return {p.relative_to(out).as_posix(): p.read_bytes()
+          for p in out.rglob("*") if p.is_file()}
+
+
+def test_rebuild_keeps_the_old_dataset_until_the_new_one_is_complete(
+    tmp_path):
+  make_class_folders(tmp_path / "src", classes=("bells", "organ"),
+                     files_per_class=3, bad_files=False)
+  out = tmp_path / "out"
+  run_prepare(tmp_path / "src", out)
+  before = dataset_files(out)
+  # A rebuild that fails after staging (a class with no usable chunk) ...
+  write_audio(tmp_path / "src" / "quiet" / "hush.wav", np.zeros(RATE), RATE)
+  with pytest.raises(prepare.PrepareError, match="class 'quiet'"):
+    run_prepare(tmp_path / "src", out, overwrite=True)
+  assert dataset_files(out) == before  # ... leaves the old one as it was
+  shutil.rmtree(tmp_path / "src" / "quiet")
+  # A rebuild killed (SIGKILL) while it decodes leaves it too.
+  for j in range(12):  # more files: the rebuild takes a few seconds
+    write_audio(tmp_path / "src" / "organ" / f"more{j}.wav",
+                synth("organ", 3.0, 44100, seed=j), 44100)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "csrnn_jax.prepare", str(tmp_path / "src"),
+       str(out), "--chunk-seconds", str(CHUNK_SECONDS), "--overwrite"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      cwd=pathlib.Path(prepare.__file__).parents[1])
+  deadline = time.time() + 60
+  while time.time() < deadline and proc.poll() is None and not any(
+      (out / prepare.STAGING).glob("*.wav")):
+    time.sleep(0.01)
+  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  left = dataset_files(out)
+  assert {k: v for k, v in left.items() if not k.startswith(".")} == before
+  # The next run clears what the killed one left and swaps its dataset in.
+  manifest = run_prepare(tmp_path / "src", out, overwrite=True)
+  assert sorted(p for p in dataset_files(out) if p != "manifest.json") == (
+      sorted(c["path"] for c in manifest["chunks"]))
+
+
+def test_error_out_holds_an_invalid_manifest(tmp_path):
+  make_class_folders(tmp_path / "src", classes=("bells", "organ"),
+                     files_per_class=3, bad_files=False)
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / "manifest.json").write_text("{not json")
+  with pytest.raises(prepare.PrepareError,
+                     match=r"out/manifest.json is not a valid manifest \(.*\);"
+                           r" pass --overwrite to prepare the dataset again"):
+    run_prepare(tmp_path / "src", tmp_path / "out")
+  assert run_prepare(tmp_path / "src", tmp_path / "out", overwrite=True)
 
 
 def test_cli(tmp_path, capsys):
