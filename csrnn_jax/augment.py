@@ -11,7 +11,8 @@ decisions that hold for a whole chunk). Both are derived from the row's index
 in the global batch (``row_keys``), so a batch split over devices draws what
 it draws on one device, and a resumed run draws what the uninterrupted one
 did. Each option draws from its own ``fold_in(key, tag)``: condition dropout
-tag 1, input noise tag 2.
+tag 1, input noise tag 2 (and the model's RNN dropout tag 3,
+``model.DROPOUT_TAG``, from the same row keys).
 """
 from __future__ import annotations
 

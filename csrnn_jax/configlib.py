@@ -35,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
       quantization="linear",  # linear | mu-law | linear-minmax
       sample_input="taps",  # taps | conv (the plain reference)
       gru_backend="auto",  # auto | scan (the reference) | fused | pallas
+      cell="gru",  # the frame tiers' RNN: gru (the reference) | lstm
+      lstm_forget_bias=0.0,  # initial forget-gate bias of LSTM cells, e.g. 3
+      skip_conn=False,  # every frame tier's output also reaches the MLP
+      rnn_dropout=0.0,  # dropout on each RNN layer's outputs, training only
       null_cond="zeros",  # zeros | learned: the condition of "no condition"
       cond_mlp=False,  # the condition also enters the sample-level MLP
       cond_embed_dim=0,  # > 0: a learned linear condition embedding (no bias)

@@ -1,7 +1,8 @@
 """Conditional SampleRNN as flax.nnx modules (DESIGN §2).
 
 K tiers, bottom first: tier 1 is the sample-level MLP, tiers 2..K are
-frame-level GRU tiers. ``ModelConfig.frame_sizes = (FS(1), ..., FS(K))``.
+frame-level GRU (or LSTM) tiers. ``ModelConfig.frame_sizes = (FS(1), ...,
+FS(K))``.
 Modules hold only parameters; ``build`` splits a model into a graphdef and a
 plain dict of arrays, and ``bind`` merges them back inside jitted code, so
 training, sampling and checkpoints all work on plain pytrees.
@@ -23,12 +24,16 @@ from flax import nnx
 from csrnn_jax import audio
 from csrnn_jax import numerics
 from csrnn_jax.kernels import gru as gru_kernels
+from csrnn_jax.kernels import lstm as lstm_kernels
 from csrnn_jax.kernels import sample_step
 from csrnn_jax.kernels import taps
 
 SAMPLE_INPUTS = ("taps", "conv")
 NULL_CONDS = ("zeros", "learned")
 GRU_BACKENDS = ("auto",) + gru_kernels.BACKENDS
+CELLS = ("gru", "lstm")
+# Row keys fold in this tag for RNN dropout (augment.py's options use 1, 2).
+DROPOUT_TAG = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +49,10 @@ class ModelConfig:
   quantization: str = "linear"
   sample_input: str = "taps"  # "conv" is the plain reference path.
   gru_backend: str = "auto"  # auto | scan (reference) | fused | pallas
+  cell: str = "gru"  # the frame tiers' recurrent cell: gru | lstm
+  lstm_forget_bias: float = 0.0  # initial forget-gate bias (cell="lstm")
+  skip_conn: bool = False  # every frame tier's output reaches the MLP
+  rnn_dropout: float = 0.0  # dropout on each RNN layer's output (training)
   null_cond: str = "zeros"  # the null condition: zeros | learned
   cond_mlp: bool = False  # the condition also enters the sample-level MLP
   cond_embed_dim: int = 0  # > 0: a learned condition embedding of this size
@@ -81,6 +90,7 @@ class ModelConfig:
     audio.check_preemphasis(self.preemphasis)
     audio.check_quantization(self.quantization)
     numerics.check_compute_dtype(self.compute_dtype)
+    self._check_rnn_options()
     if self.gru_backend not in GRU_BACKENDS:
       raise ValueError(
           f"model.gru_backend={self.gru_backend!r} is unknown; allowed "
@@ -93,6 +103,32 @@ class ModelConfig:
       raise ValueError(
           f"model.sample_input={self.sample_input!r} is unknown; allowed "
           f"values: {', '.join(SAMPLE_INPUTS)}")
+
+  def _check_rnn_options(self):
+    if self.cell not in CELLS:
+      raise ValueError(f"model.cell={self.cell!r} is unknown; allowed values: "
+                       f"{', '.join(CELLS)}")
+    for name in ("lstm_forget_bias", "rnn_dropout"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"model.{name}={value!r} must be a number")
+      object.__setattr__(self, name, float(value))
+    if self.lstm_forget_bias and self.cell != "lstm":
+      raise ValueError(
+          f"model.lstm_forget_bias={self.lstm_forget_bias} initialises an "
+          f"LSTM's forget gate, but model.cell={self.cell!r}; set "
+          "model.cell='lstm' or leave it 0")
+    if not 0.0 <= self.rnn_dropout < 1.0:
+      raise ValueError(
+          f"model.rnn_dropout={self.rnn_dropout} must be in [0, 1) (the share "
+          "of each RNN layer's outputs dropped in training; 0 turns it off)")
+    if not isinstance(self.skip_conn, bool):
+      raise ValueError(f"model.skip_conn={self.skip_conn!r} must be a bool")
+    if self.skip_conn and len(self.frame_sizes) < 3:
+      raise ValueError(
+          f"model.skip_conn=True with frame_sizes={self.frame_sizes}: skip "
+          "connections join the frame tiers above tier 2 to the sample MLP, "
+          "and a 2-tier model has none; use K >= 3 tiers or turn it off")
 
   @property
   def resolved_gru_backend(self) -> str:
@@ -165,7 +201,8 @@ class Weight(nnx.Module):
 
 
 class GRULayer(nnx.Module):
-  """One torch.nn.GRU layer (gate order r, z, n), stored for ``x @ W``."""
+  """One torch.nn.GRU layer (gate order r, z, n), stored for ``x @ W``; its
+  state is h (B, dim)."""
 
   def __init__(self, dim: int, rngs: nnx.Rngs):
     self.w_ih = nnx.Param(_lecun_uniform(rngs, (dim, 3 * dim), dim))
@@ -178,36 +215,129 @@ class GRULayer(nnx.Module):
   def weights(self):
     return self.w_ih[...], self.w_hh[...], self.b_ih[...], self.b_hh[...]
 
+  def sequence(self, x_BxTxD, h_BxD, backend: str, compute_dtype: str):
+    """Over T steps: (outputs (B, T, dim), last state)."""
+    return gru_kernels.gru_sequence(x_BxTxD, h_BxD, *self.weights(),
+                                    backend=backend,
+                                    compute_dtype=compute_dtype)
+
+  def step(self, x_BxD, h_BxD, compute_dtype: str):
+    """One step: (output (B, dim), new state)."""
+    h_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *self.weights(), compute_dtype)
+    return h_BxD, h_BxD
+
+
+class LSTMLayer(nnx.Module):
+  """One torch.nn.LSTM layer (gate order i, f, g, o), stored for ``x @ W``;
+  its state is (h, c), each (B, dim). Initialised as the GRU layer (LeCun
+  uniform weights, the candidate g's recurrent weight orthogonal, zero
+  biases), with ``forget_bias`` in the forget gate's b_ih."""
+
+  def __init__(self, dim: int, forget_bias: float, rngs: nnx.Rngs):
+    self.w_ih = nnx.Param(_lecun_uniform(rngs, (dim, 4 * dim), dim))
+    w_hh_if = _lecun_uniform(rngs, (dim, 2 * dim), dim)
+    w_hh_g = jax.nn.initializers.orthogonal()(rngs.params(), (dim, dim))
+    w_hh_o = _lecun_uniform(rngs, (dim, dim), dim)
+    self.w_hh = nnx.Param(jnp.concatenate([w_hh_if, w_hh_g, w_hh_o], axis=1))
+    self.b_ih = nnx.Param(
+        jnp.zeros((4 * dim,)).at[dim:2 * dim].set(forget_bias))
+    self.b_hh = nnx.Param(jnp.zeros((4 * dim,)))
+
+  def weights(self):
+    return self.w_ih[...], self.w_hh[...], self.b_ih[...], self.b_hh[...]
+
+  def sequence(self, x_BxTxD, state, backend: str, compute_dtype: str):
+    """Over T steps: (outputs h (B, T, dim), last state)."""
+    return lstm_kernels.lstm_sequence(x_BxTxD, state, *self.weights(),
+                                      backend=backend,
+                                      compute_dtype=compute_dtype)
+
+  def step(self, x_BxD, state, compute_dtype: str):
+    """One step: (output h (B, dim), new state)."""
+    state = lstm_kernels.lstm_cell(x_BxD, state, *self.weights(),
+                                   compute_dtype)
+    return state[0], state
+
+
+def _layer_state(state, layer: int):
+  """One layer's state from a stack's (every leaf (n_rnn, B, dim))."""
+  return jax.tree_util.tree_map(lambda s: s[layer], state)
+
+
+def _stack_states(states):
+  """The stack's state from its layers' (leaves stacked on a new axis 0)."""
+  return jax.tree_util.tree_map(lambda *s: jnp.stack(s), *states)
+
+
+def fold_keys(keys_B, data: int):
+  """``fold_in(key, data)`` for each row's key: (B,) keys -> (B,) keys."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys_B)
+
+
+def dropout(x_BxTxD, keys_B, rate: float):
+  """Inverted dropout, each row's mask drawn from its own key: a unit is
+  zeroed with probability ``rate`` and the others scaled by 1 / (1 - rate),
+  so that the model without dropout (evaluation, generation) sees the same
+  expected activations. (B, T, D) -> (B, T, D)."""
+  keep_BxTxD = jax.vmap(lambda k: jax.random.bernoulli(
+      k, 1.0 - rate, x_BxTxD.shape[1:]))(keys_B)
+  return jnp.where(keep_BxTxD, x_BxTxD / (1.0 - rate), 0.0)
+
 
 class FrameTier(nnx.Module):
-  """Frame tier k: input projection of [frame ++ cond], GRU stack, upsampling.
+  """Frame tier k: input projection of [frame ++ cond], RNN stack (GRU or
+  LSTM layers), upsampling; with ``skip`` also the weight that takes its
+  vectors to the sample-level MLP.
 
   ``frame_size`` = FS(k) samples in, ``ratio`` = r_k conditioning vectors out
-  per frame (one per frame of the tier below, or per sample for tier 2).
+  per frame (one per frame of the tier below, or per sample for tier 2). The
+  stack's state is (n_rnn, B, dim) for GRU layers, the pair (h, c) of such
+  arrays for LSTM layers.
   """
 
   def __init__(self, cfg: ModelConfig, frame_size: int, ratio: int,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, skip: bool = False):
     self.frame_size, self.ratio = frame_size, ratio
+    self.cell = cfg.cell
     self.gru_backend = cfg.resolved_gru_backend
     self.compute_dtype = cfg.compute_dtype
+    self.rnn_dropout = cfg.rnn_dropout
     dim, in_dim = cfg.dim, frame_size + cfg.cond_input_dim
     self.input = Weight(_kaiming_uniform(rngs, (in_dim, dim), in_dim),
                         cfg.weight_norm, keep_axis=1)
     self.input_bias = nnx.Param(jnp.zeros((dim,)))
-    self.gru = nnx.List([GRULayer(dim, rngs) for _ in range(cfg.n_rnn)])
+    if cfg.cell == "lstm":
+      self.lstm = nnx.List([LSTMLayer(dim, cfg.lstm_forget_bias, rngs)
+                            for _ in range(cfg.n_rnn)])
+    else:
+      self.gru = nnx.List([GRULayer(dim, rngs) for _ in range(cfg.n_rnn)])
     if cfg.learn_h0:
       self.h0 = nnx.Param(jnp.zeros((cfg.n_rnn, dim)))
+      if cfg.cell == "lstm":
+        self.c0 = nnx.Param(jnp.zeros((cfg.n_rnn, dim)))
     self.upsample = Weight(
         _uniform(rngs, (dim, ratio, dim), math.sqrt(6.0 / dim)),
         cfg.weight_norm, keep_axis=0)
     self.upsample_bias = nnx.Param(jnp.zeros((ratio, dim)))
+    if skip:
+      # Zeros, so training starts from the model without skip connections;
+      # no weight norm (the norm of a zero weight is 0/0).
+      self.skip = nnx.Param(jnp.zeros((dim, dim)))
+
+  def layers(self):
+    return self.lstm if self.cell == "lstm" else self.gru
 
   def initial_state(self, batch_size: int):
-    """h0 (learned or zeros) broadcast to (n_rnn, B, dim)."""
-    n_rnn, dim = len(self.gru), self.input_bias[...].shape[0]
-    h0_LxD = self.h0[...] if hasattr(self, "h0") else jnp.zeros((n_rnn, dim))
-    return jnp.broadcast_to(h0_LxD[:, None, :], (n_rnn, batch_size, dim))
+    """The stack's state at a sequence start: h0 (and c0 for LSTM layers),
+    learned or zeros, broadcast to (n_rnn, B, dim)."""
+    n_rnn, dim = len(self.layers()), self.input_bias[...].shape[0]
+
+    def start(name):
+      v_LxD = (getattr(self, name)[...] if hasattr(self, name)
+               else jnp.zeros((n_rnn, dim)))
+      return jnp.broadcast_to(v_LxD[:, None, :], (n_rnn, batch_size, dim))
+
+    return (start("h0"), start("c0")) if self.cell == "lstm" else start("h0")
 
   @jax.named_scope("project")
   def project(self, u_BxTxN, cond_BxTxC):
@@ -229,36 +359,47 @@ class FrameTier(nnx.Module):
                 + self.upsample_bias[...].reshape(-1))
     return up_BTxRD.reshape(b, t * self.ratio, d)
 
-  @jax.named_scope("gru")
-  def gru_stack(self, in_BxTxD, h_LxBxD):
-    """The n_rnn GRU layers over T frames: returns (h_BxTxD, last h_LxBxD)."""
-    x_BxTxD, h_last = in_BxTxD, []
-    for layer, h_BxD in zip(self.gru, h_LxBxD):
-      x_BxTxD, h_BxD = gru_kernels.gru_sequence(
-          x_BxTxD, h_BxD, *layer.weights(), backend=self.gru_backend,
-          compute_dtype=self.compute_dtype)
-      h_last.append(h_BxD)
-    return x_BxTxD, jnp.stack(h_last)
+  def rnn_stack(self, in_BxTxD, state, dropout_keys_B=None):
+    """The n_rnn layers over T frames: returns (outputs (B, T, dim), last
+    state). With ``dropout_keys_B`` (one key per row) and ``rnn_dropout``,
+    each layer's outputs go through dropout, layer j's mask drawn from
+    ``fold_in(key, j)``."""
+    x_BxTxD, last = in_BxTxD, []
+    with jax.named_scope(self.cell):  # names for profiles
+      for j, layer in enumerate(self.layers()):
+        x_BxTxD, layer_state = layer.sequence(
+            x_BxTxD, _layer_state(state, j), self.gru_backend,
+            self.compute_dtype)
+        if dropout_keys_B is not None and self.rnn_dropout:
+          x_BxTxD = dropout(x_BxTxD, fold_keys(dropout_keys_B, j),
+                            self.rnn_dropout)
+        last.append(layer_state)
+    return x_BxTxD, _stack_states(last)
 
-  def run(self, in_BxTxD, h_LxBxD):
-    """GRU stack then upsampling: returns ((B, T*r, dim), h_LxBxD)."""
-    h_BxTxD, h_LxBxD = self.gru_stack(in_BxTxD, h_LxBxD)
-    return self.upsample_frames(h_BxTxD), h_LxBxD
+  def run(self, in_BxTxD, state, dropout_keys_B=None):
+    """RNN stack then upsampling: returns ((B, T*r, dim), state)."""
+    h_BxTxD, state = self.rnn_stack(in_BxTxD, state, dropout_keys_B)
+    return self.upsample_frames(h_BxTxD), state
 
-  def step(self, u_BxN, cond_BxC, upper_BxD, h_LxBxD):
-    """Advance one frame: returns (conditioning (B, r, dim), h_LxBxD).
+  def step(self, u_BxN, cond_BxC, upper_BxD, state):
+    """Advance one frame: returns (conditioning (B, r, dim), state).
 
     ``upper_BxD`` is the tier above's vector for this frame (None at the top).
     """
     x_BxD = self.project(u_BxN[:, None], cond_BxC[:, None])[:, 0]
     if upper_BxD is not None:
       x_BxD = x_BxD + upper_BxD
-    h_new = []
-    for layer, h_BxD in zip(self.gru, h_LxBxD):
-      x_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *layer.weights(),
-                                   self.compute_dtype)
-      h_new.append(x_BxD)
-    return self.upsample_frames(x_BxD[:, None]), jnp.stack(h_new)
+    new = []
+    for j, layer in enumerate(self.layers()):
+      x_BxD, layer_state = layer.step(x_BxD, _layer_state(state, j),
+                                      self.compute_dtype)
+      new.append(layer_state)
+    return self.upsample_frames(x_BxD[:, None]), _stack_states(new)
+
+  def skip_term(self, vectors_BxD):
+    """This tier's vectors as they reach the MLP (``skip_conn``): (..., dim)
+    -> (..., dim)."""
+    return numerics.dense(vectors_BxD, self.skip[...], self.compute_dtype)
 
 
 class SampleMLP(nnx.Module):
@@ -343,8 +484,9 @@ class CSampleRNN(nnx.Module):
           "dataset")
     self.cfg = cfg
     self.frame_tiers = nnx.List([
-        FrameTier(cfg, fs, r, rngs)
-        for fs, r in zip(cfg.frame_sizes[1:], cfg.upsample_ratios)])
+        FrameTier(cfg, fs, r, rngs, skip=cfg.skip_conn and i > 0)
+        for i, (fs, r) in enumerate(zip(cfg.frame_sizes[1:],
+                                        cfg.upsample_ratios))])
     self.mlp = SampleMLP(cfg, rngs)
     if cfg.cond_embed_dim:
       # Bound sqrt(3 / E): a one-hot condition's embedding starts with an
@@ -364,7 +506,8 @@ class CSampleRNN(nnx.Module):
 
   def initial_carry(self, batch_size: int):
     """Hidden states at a sequence start: a tuple over frame tiers (bottom
-    first) of (n_rnn, B, dim) arrays, each the tier's h0."""
+    first) of each tier's h0, (n_rnn, B, dim); with LSTM cells the pair
+    (h0, c0) of such arrays. Every leaf has the batch on axis 1."""
     return tuple(t.initial_state(batch_size) for t in self.frame_tiers)
 
   def embed_condition(self, cond):
@@ -383,24 +526,29 @@ class CSampleRNN(nnx.Module):
           f"condition vector has length {c}; this model has "
           f"cond_dim={self.cfg.cond_dim}")
 
-  def forward(self, x_BxW, cond, carry):
+  def forward(self, x_BxW, cond, carry, dropout_keys_B=None):
     """Teacher-forced forward over one TBPTT window.
 
     x_BxW: int (B, lookback + T), T a multiple of FS(K); the first ``lookback``
     samples are context. cond: None, (B, C) or (B, T / FS(K), C).
+    dropout_keys_B: training only, one key per row (``augment.row_keys``):
+    turns on ``rnn_dropout``, tier i's layer j drawing its mask from
+    ``fold_in(fold_in(fold_in(key, DROPOUT_TAG), i), j)``; None: no dropout.
     Returns (logits_BxTxQ, carry) where logits[:, t] predicts
     x[:, lookback + t] from the samples before it.
     """
-    c_BxTxD, new_carry = self.frame_tiers_forward(x_BxW, cond, carry)
+    c_BxTxD, new_carry = self.frame_tiers_forward(x_BxW, cond, carry,
+                                                  dropout_keys_B)
     lookback, fs1 = self.cfg.lookback, self.cfg.frame_sizes[0]
     features_BxTxD = self.mlp.features(x_BxW[:, lookback - fs1:-1])
     return self.mlp.head(features_BxTxD, c_BxTxD), new_carry
 
-  def frame_tiers_forward(self, x_BxW, cond, carry):
+  def frame_tiers_forward(self, x_BxW, cond, carry, dropout_keys_B=None):
     """The frame tiers alone over a window (as ``forward``): returns the
     MLP's per-sample conditioning vectors (B, T, dim: tier 2's, plus the
-    condition's own term with ``cond_mlp``) and the new carry. Priming a
-    generator needs only this part."""
+    higher tiers' with ``skip_conn`` and the condition's own term with
+    ``cond_mlp``) and the new carry. Priming a generator needs only this
+    part."""
     cfg = self.cfg
     self._check_cond(cond)
     cond = self.embed_condition(cond)
@@ -410,7 +558,9 @@ class CSampleRNN(nnx.Module):
       raise ValueError(
           f"window of {w} samples: after the lookback of {lookback} the "
           f"length T={t} must be a positive multiple of FS(K)={lookback}")
-    upper, new_carry = None, [None] * len(self.frame_tiers)
+    if dropout_keys_B is not None:
+      dropout_keys_B = fold_keys(dropout_keys_B, DROPOUT_TAG)
+    upper, new_carry, skips = None, [None] * len(self.frame_tiers), []
     for i in reversed(range(len(self.frame_tiers))):
       tier = self.frame_tiers[i]
       n = tier.frame_size
@@ -422,28 +572,43 @@ class CSampleRNN(nnx.Module):
             u, cond_per_frame(cond, b, t // n, n, lookback))
         if upper is not None:
           in_BxFxD = in_BxFxD + upper
-        upper, new_carry[i] = tier.run(in_BxFxD, carry[i])
+        upper, new_carry[i] = tier.run(
+            in_BxFxD, carry[i],
+            None if dropout_keys_B is None else fold_keys(dropout_keys_B, i))
+        if i and cfg.skip_conn:  # one vector per frame of the tier below
+          skips.append(jnp.repeat(self.skip_term(i, upper),
+                                  self.frame_tiers[i - 1].frame_size, axis=1))
+    for skip_BxTxD in skips:
+      upper = upper + skip_BxTxD
     if cfg.cond_mlp:
       upper = upper + self.mlp.condition(cond_per_frame(cond, b, t, 1,
                                                         lookback))
     return upper, tuple(new_carry)
 
   def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
-                 h_LxBxD):
+                 state):
     """Advance frame tier ``tier_index + 2`` by one frame.
 
     frame_BxN: int, the FS(k) samples before the frame's first output.
     cond_BxC: (B, C) (C may be 0). upper_BxD: the tier above's vector, or
-    None for the top tier. Returns ((B, r_k, dim) vectors, new (n_rnn, B, dim));
-    tier 2's vectors are what the MLP reads, as in ``frame_tiers_forward``.
+    None for the top tier. state: the tier's (``initial_carry``). Returns
+    ((B, r_k, dim) vectors, new state); tier 2's vectors are what the MLP
+    reads, as in ``frame_tiers_forward``, but for the higher tiers' terms
+    with ``skip_conn`` (``skip_term``).
     """
     u_BxN = audio.frame_input(frame_BxN, self.cfg.q_levels)
     cond_BxC = self.embed_condition(cond_BxC)
-    vectors_BxRxD, h_LxBxD = self.frame_tiers[tier_index].step(
-        u_BxN, cond_BxC, upper_BxD, h_LxBxD)
+    vectors_BxRxD, state = self.frame_tiers[tier_index].step(
+        u_BxN, cond_BxC, upper_BxD, state)
     if tier_index == 0 and self.cfg.cond_mlp:
       vectors_BxRxD = vectors_BxRxD + self.mlp.condition(cond_BxC)[:, None]
-    return vectors_BxRxD, h_LxBxD
+    return vectors_BxRxD, state
+
+  def skip_term(self, tier_index: int, vectors_BxD):
+    """With ``skip_conn``: what a vector of frame tier ``tier_index + 2``
+    (>= 3) adds to the MLP's input at each sample of the frame below that it
+    conditions. (..., dim) -> (..., dim)."""
+    return self.frame_tiers[tier_index].skip_term(vectors_BxD)
 
   def sample_logits(self, prev_BxF, c_BxD, tables_FxQxD=None):
     """One sample of the MLP: previous FS(1) int samples and the tier-2
@@ -514,15 +679,19 @@ def macs_per_sample(cfg: ModelConfig) -> dict[str, float]:
   """Multiply-adds per generated sample, by tier (frame tiers amortised over
   their frame). ``sample_input`` counts the reference embedding+conv; the
   tap-table path replaces it with FS(1) * dim additions (``taps_adds``).
-  The condition embedding and the MLP's condition term count where
-  generation computes them: once per frame of each tier, and of tier 2."""
+  The condition embedding, the MLP's condition term and the skip terms
+  count where generation computes them: once per frame of each tier, of
+  tier 2, and per vector of the tiers above it."""
   d, c, q, fs = cfg.dim, cfg.cond_input_dim, cfg.q_levels, cfg.frame_sizes
   out = {}
+  gates = 4 if cfg.cell == "lstm" else 3
   for k, (n, r) in enumerate(zip(fs[1:], cfg.upsample_ratios), start=2):
     per_frame = (cfg.cond_dim * cfg.cond_embed_dim + (n + c) * d
-                 + cfg.n_rnn * 6 * d * d + d * d * r)
+                 + cfg.n_rnn * 2 * gates * d * d + d * d * r)
     if k == 2 and cfg.cond_mlp:
       per_frame += c * d
+    if k > 2 and cfg.skip_conn:  # each of its r vectors, once
+      per_frame += d * d * r
     out[f"tier{k}"] = per_frame / n
   out["sample_input"] = q * fs[0] * d
   out["sample_mlp"] = d * d + d * q

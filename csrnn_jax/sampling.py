@@ -1,7 +1,7 @@
 """Generation as one compiled program per (batch, length, options) shape.
 
 A segment of audio is nested ``lax.scan``s: over top-tier frames, then over
-the frames of each tier below, then over samples. The carry holds the GRU
+the frames of each tier below, then over samples. The carry holds the RNN
 states and a buffer of the previous top frame plus the one being written, so
 each level reads only what the level above wrote. No Python runs per sample.
 
@@ -45,9 +45,10 @@ GUIDES = ("off", "logits", "cond_vectors")
 
 
 class GenState(NamedTuple):
-  """Between segments: GRU states (tuple over frame tiers of (n_rnn, B, dim))
-  and the last top frame of samples (B, FS(K)). With guidance B counts every
-  pass of every output row (B P rows)."""
+  """Between segments: RNN states (``CSampleRNN.initial_carry``'s structure:
+  per frame tier (n_rnn, B, dim), or the pair (h, c) of those with LSTM
+  cells) and the last top frame of samples (B, FS(K)). With guidance B
+  counts every pass of every output row (B P rows)."""
   carry: tuple
   last_frame_BxL: jax.Array
 
@@ -190,7 +191,7 @@ def prime(m: model_lib.CSampleRNN, state: GenState, prime_BxP, cond_BxC):
 
 
 class _Frame(NamedTuple):
-  """Scan state inside one top frame, over R = B P pass rows: GRU states, the
+  """Scan state inside one top frame, over R = B P pass rows: RNN states, the
   samples of the previous and the current top frame (R, 2 FS(K)), the running
   tap sums (FS(1), R, dim), and the log-probabilities of the current frame's
   samples per output row (B, FS(K))."""
@@ -268,10 +269,14 @@ def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
 
 
 def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
-               cond_RxC):
+               cond_RxC, skip_RxD=None):
   """Consume the vectors tier ``tier_index + 1`` emitted for one of its frames:
-  run tier ``tier_index`` (or the MLP when -1) once per vector."""
+  run tier ``tier_index`` (or the MLP when -1) once per vector. ``skip_RxD``
+  (``skip_conn``): the sum of the current skip terms of the tiers above
+  ``tier_index + 1``, which every sample below them adds to its MLP input."""
   if tier_index < 0:
+    if skip_RxD is not None:
+      vectors_RxSxD = vectors_RxSxD + skip_RxD[:, None]
     return _samples(ctx, vectors_RxSxD, state, base)
   m = ctx.m
   n, lookback = m.cfg.frame_sizes[tier_index + 1], m.cfg.lookback
@@ -284,8 +289,12 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
     vectors, h = m.frame_step(tier_index, frame_RxN, cond_RxC, upper_RxD,
                               state.carry[tier_index])
     carry = state.carry[:tier_index] + (h,) + state.carry[tier_index + 1:]
+    skip = skip_RxD
+    if m.cfg.skip_conn:  # upper_RxD is a vector of a tier >= 3
+      term_RxD = m.skip_term(tier_index + 1, upper_RxD)
+      skip = term_RxD if skip is None else skip + term_RxD
     return _run_below(ctx, tier_index - 1, vectors,
-                      state._replace(carry=carry), pos, cond_RxC), None
+                      state._replace(carry=carry), pos, cond_RxC, skip), None
 
   xs = (jnp.arange(vectors_RxSxD.shape[1]), jnp.swapaxes(vectors_RxSxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]

@@ -126,7 +126,9 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
     inputs_BxW, cond_BxC = augment(
         m, augment_lib.row_keys(key, rows, axis_name),
         augment_lib.row_keys(chunk_key, rows, axis_name), window_BxW, cond_BxC)
-    logits_BxTxQ, carry = m.forward(inputs_BxW, cond_BxC, carry)
+    logits_BxTxQ, carry = m.forward(
+        inputs_BxW, cond_BxC, carry,
+        augment_lib.row_keys(key, rows, axis_name))  # model.rnn_dropout
     with jax.named_scope("nll"):
       nll_BxT = model_lib.token_nll(logits_BxTxQ, window_BxW[:, lookback:])
     weight_BxT = jnp.broadcast_to(mask_B[:, None], nll_BxT.shape)

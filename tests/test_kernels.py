@@ -1,6 +1,6 @@
-"""Every fast path agrees with its plain reference: the GRU backends (values
-1e-5, gradients 1e-4) alone and inside the model, the tap sum's VJP, and the
-generation step backends."""
+"""Every fast path agrees with its plain reference: the GRU and LSTM backends
+(values 1e-5, gradients 1e-4) alone and inside the model, also in bfloat16,
+the tap sum's VJP, and the generation step backends."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 
 from csrnn_jax import model as M
 from csrnn_jax.kernels import gru
+from csrnn_jax.kernels import lstm
 from test_model import make, random_x
 
 
@@ -24,6 +25,56 @@ def _loss(backend, *args):
   h_BxTxH, h_last = gru.gru_sequence(*args, backend=backend)
   weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
   return jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+
+
+def _lstm_inputs(seed=0, b=3, t=9, d=8, h=12):
+  """As ``_gru_inputs`` with four gates and the state (h0, c0)."""
+  k = jax.random.split(jax.random.key(seed), 7)
+  return (jax.random.normal(k[0], (b, t, d)),
+          (jax.random.normal(k[1], (b, h)), jax.random.normal(k[6], (b, h))),
+          0.3 * jax.random.normal(k[2], (d, 4 * h)),
+          0.3 * jax.random.normal(k[3], (h, 4 * h)),
+          0.3 * jax.random.normal(k[4], (4 * h,)),
+          0.3 * jax.random.normal(k[5], (4 * h,)))
+
+
+def _lstm_loss(backend, compute_dtype, *args):
+  """Weights every output and both parts of the last state (c_last's
+  gradient enters the fused backward on its own path)."""
+  h_BxTxH, (h_last, c_last) = lstm.lstm_sequence(
+      *args, backend=backend, compute_dtype=compute_dtype)
+  weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
+  return (jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+          + jnp.sum(jnp.cos(c_last)))
+
+
+@pytest.mark.parametrize("backend", ["fused", "pallas"])
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_lstm_backend_matches_scan_reference(backend, compute_dtype):
+  """In float32, as the GRU's test: the same function summed in another
+  order. In bfloat16 both round the same matmul operands (the input
+  projections, h W_hh each step, dpre W_hh^T in the backward: the
+  reference's autodiff of numerics.dense rounds its cotangent too), so they
+  agree as closely, far inside the bf16 error itself (the last assert)."""
+  args = _lstm_inputs()
+  run = lambda b: lstm.lstm_sequence(*args, backend=b,
+                                     compute_dtype=compute_dtype)
+  ref, fast = run("scan"), jax.jit(run, static_argnums=0)(backend)
+  for a, b in zip(jax.tree_util.tree_leaves(fast),
+                  jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  if compute_dtype == "bfloat16":
+    exact = lstm.lstm_sequence(*args, backend="scan")[0]
+    assert float(jnp.abs(ref[0] - exact).max()) > 1e-4
+  grads_ref = jax.grad(lambda *a: _lstm_loss("scan", compute_dtype, *a),
+                       argnums=range(6))(*args)
+  grads = jax.jit(jax.grad(lambda *a: _lstm_loss(backend, compute_dtype, *a),
+                           argnums=range(6)))(*args)
+  for g, g_ref in zip(jax.tree_util.tree_leaves(grads),
+                      jax.tree_util.tree_leaves(grads_ref)):
+    scale = float(jnp.abs(g_ref).max())
+    assert scale > 0
+    np.testing.assert_allclose(g / scale, g_ref / scale, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["fused", "pallas"])
@@ -48,10 +99,11 @@ def test_unknown_backend_names_allowed_values():
 
 
 @pytest.mark.parametrize("backend", ["fused", "pallas"])
-@pytest.mark.parametrize("n_rnn,cond_dim", [(1, 0), (2, 3)])
-def test_model_with_backend_matches_reference(backend, n_rnn, cond_dim):
+@pytest.mark.parametrize("n_rnn,cond_dim,cell", [(1, 0, "gru"), (2, 3, "gru"),
+                                                 (2, 3, "lstm")])
+def test_model_with_backend_matches_reference(backend, n_rnn, cond_dim, cell):
   kwargs = dict(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn,
-                cond_dim=cond_dim)
+                cond_dim=cond_dim, cell=cell)
   graphdef, params = make(M.ModelConfig(gru_backend="scan", **kwargs))
   fast_graphdef, _ = M.build(M.ModelConfig(gru_backend=backend, **kwargs))
   x = random_x(2, 16 + 32)
@@ -61,7 +113,7 @@ def test_model_with_backend_matches_reference(backend, n_rnn, cond_dim):
     m = M.bind(graphdef, params)
     logits, carry = m.forward(x, cond, m.initial_carry(2))
     return jnp.mean(M.token_nll(logits, x[:, 16:])) + sum(
-        jnp.sum(jnp.sin(c)) for c in carry), logits
+        jnp.sum(jnp.sin(c)) for c in jax.tree_util.tree_leaves(carry)), logits
 
   (ref_loss, ref_logits), ref_grads = jax.value_and_grad(
       lambda p: loss(graphdef, p), has_aux=True)(params)

@@ -1,5 +1,6 @@
-"""The model of DESIGN §2: GRU equations, tap tables, causality, TBPTT,
-generation steps, conditioning (and where it enters), config errors, jit."""
+"""The model of DESIGN §2: GRU and LSTM equations, tap tables, causality,
+TBPTT, generation steps, conditioning (and where it enters), skip
+connections, RNN dropout, config errors, jit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,7 +52,7 @@ def test_gru_matches_numpy_torch_equations(n_rnn):
   tier = M.bind(graphdef, params).frame_tiers[0]
   x_BxTxD = jax.random.normal(jax.random.key(3), (2, 7, 16))
   h_LxBxD = jax.random.normal(jax.random.key(4), (n_rnn, 2, 16))
-  out_BxTxD, h_last = jax.jit(tier.gru_stack)(x_BxTxD, h_LxBxD)
+  out_BxTxD, h_last = jax.jit(tier.rnn_stack)(x_BxTxD, h_LxBxD)
   for b in range(2):
     seq = np.asarray(x_BxTxD[b], np.float64)
     for layer_index, layer in enumerate(tier.gru):
@@ -62,6 +63,74 @@ def test_gru_matches_numpy_torch_equations(n_rnn):
                                w_ih.T, w_hh.T, b_ih, b_hh)
       np.testing.assert_allclose(h_last[layer_index, b], h, atol=1e-5)
     np.testing.assert_allclose(out_BxTxD[b], seq, atol=1e-5)
+
+
+def numpy_torch_lstm(x_TxD, h_H, c_H, w_ih_4HxD, w_hh_4HxH, b_ih, b_hh):
+  """PyTorch's LSTM equations in NumPy, torch weight layout (4H, D), gate
+  order i, f, g, o, float64."""
+  def sig(a):
+    return 1.0 / (1.0 + np.exp(-a))
+  out = []
+  hsz = h_H.shape[0]
+  for x in x_TxD:
+    gates = w_ih_4HxD @ x + b_ih + w_hh_4HxH @ h_H + b_hh
+    i, f = sig(gates[:hsz]), sig(gates[hsz:2 * hsz])
+    g, o = np.tanh(gates[2 * hsz:3 * hsz]), sig(gates[3 * hsz:])
+    c_H = f * c_H + i * g
+    h_H = o * np.tanh(c_H)
+    out.append(h_H)
+  return np.stack(out), h_H, c_H
+
+
+@pytest.mark.parametrize("n_rnn", [1, 2])
+def test_lstm_matches_numpy_torch_equations(n_rnn):
+  cfg = M.ModelConfig(frame_sizes=(4, 8), dim=16, n_rnn=n_rnn, cell="lstm")
+  graphdef, params = make(cfg)
+  tier = M.bind(graphdef, params).frame_tiers[0]
+  x_BxTxD = jax.random.normal(jax.random.key(3), (2, 7, 16))
+  h_LxBxD, c_LxBxD = jax.random.normal(jax.random.key(4), (2, n_rnn, 2, 16))
+  out_BxTxD, (h_last, c_last) = jax.jit(tier.rnn_stack)(x_BxTxD,
+                                                        (h_LxBxD, c_LxBxD))
+  for b in range(2):
+    seq = np.asarray(x_BxTxD[b], np.float64)
+    for j, layer in enumerate(tier.lstm):
+      w_ih, w_hh, b_ih, b_hh = (np.asarray(a, np.float64)
+                                for a in layer.weights())
+      seq, h, c = numpy_torch_lstm(
+          seq, np.asarray(h_LxBxD[j, b], np.float64),
+          np.asarray(c_LxBxD[j, b], np.float64), w_ih.T, w_hh.T, b_ih, b_hh)
+      np.testing.assert_allclose(h_last[j, b], h, atol=1e-5)
+      np.testing.assert_allclose(c_last[j, b], c, atol=1e-5)
+    np.testing.assert_allclose(out_BxTxD[b], seq, atol=1e-5)
+
+
+def test_lstm_initialisation_and_learned_h0_c0():
+  cfg = M.ModelConfig(frame_sizes=(4, 8), dim=32, n_rnn=2, cell="lstm",
+                      lstm_forget_bias=3.0, weight_norm=False)
+  graphdef, params = M.build(cfg)
+  tier = params["frame_tiers"][0]
+  assert "gru" not in tier
+  layer = tier["lstm"][1]
+  assert layer["w_ih"].shape == layer["w_hh"].shape == (32, 128)
+  assert float(jnp.abs(layer["w_ih"]).max()) <= np.sqrt(3 / 32)
+  w_hg = layer["w_hh"][:, 64:96]  # the candidate g's recurrent weight
+  np.testing.assert_allclose(w_hg.T @ w_hg, np.eye(32), atol=1e-4)
+  # The forget gate's bias (b_ih's second quarter) and nothing else.
+  np.testing.assert_array_equal(layer["b_ih"][32:64], 3.0)
+  assert not np.any(layer["b_ih"][:32]) and not np.any(layer["b_ih"][64:])
+  assert not np.any(layer["b_hh"])
+  assert tier["h0"].shape == tier["c0"].shape == (2, 32)
+  # Learned h0 and c0 are each tier's starting state.
+  tier["h0"], tier["c0"] = tier["h0"] + 1.0, tier["c0"] - 2.0
+  h_LxBxD, c_LxBxD = M.bind(graphdef, params).initial_carry(3)[0]
+  np.testing.assert_array_equal(h_LxBxD, np.ones((2, 3, 32)))
+  np.testing.assert_array_equal(c_LxBxD, -2 * np.ones((2, 3, 32)))
+  no_h0 = M.ModelConfig(**{**cfg.__dict__, "learn_h0": False})
+  _, params = M.build(no_h0)
+  assert "h0" not in params["frame_tiers"][0]
+  assert "c0" not in params["frame_tiers"][0]
+  h_LxBxD, c_LxBxD = M.bind(*M.build(no_h0)).initial_carry(3)[0]
+  assert not np.any(h_LxBxD) and not np.any(c_LxBxD)
 
 
 def test_tap_tables_equal_embedding_conv_values_and_gradients():
@@ -120,9 +189,10 @@ def test_causality(frame_sizes):
       assert not np.allclose(changed[:, t + 1:], base[:, t + 1:])
 
 
-@pytest.mark.parametrize("n_rnn", [1, 2])
-def test_tbptt_two_windows_equal_one(n_rnn):
-  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn, cond_dim=3)
+@pytest.mark.parametrize("n_rnn,cell", [(1, "gru"), (2, "gru"), (2, "lstm")])
+def test_tbptt_two_windows_equal_one(n_rnn, cell):
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn, cond_dim=3,
+                      cell=cell)
   graphdef, params = make(cfg)
   m = M.bind(graphdef, params)
   lookback, t_len = cfg.lookback, 32
@@ -133,13 +203,15 @@ def test_tbptt_two_windows_equal_one(n_rnn):
   second, carry = m.forward(x[:, t_len:], cond, carry)
   np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole,
                              atol=1e-5)
-  for a, b in zip(carry, carry_whole):
+  for a, b in zip(jax.tree_util.tree_leaves(carry),
+                  jax.tree_util.tree_leaves(carry_whole)):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def step_log_probs(m, x_BxW, cond_BxNxC):
   """Runs the generation steps over a given sequence, sample by sample, the
-  way a generator does: tier k advances when t % FS(k) == 0, top down."""
+  way a generator does: tier k advances when t % FS(k) == 0, top down; with
+  skip connections every tier's current vector reaches the MLP."""
   cfg = m.cfg
   fs, lookback = cfg.frame_sizes, cfg.lookback
   b, w = x_BxW.shape
@@ -162,6 +234,8 @@ def step_log_probs(m, x_BxW, cond_BxNxC):
         vectors[i], carry[i] = frame_step(i, x_BxW[:, p - n:p], cond_BxC,
                                           upper, carry[i])
     c_BxD = vectors[0][:, t % fs[1]]
+    for i in range(1, n_tiers if cfg.skip_conn else 1):
+      c_BxD = c_BxD + m.skip_term(i, vectors[i][:, (t % fs[i + 1]) // fs[i]])
     logits = sample_logits(x_BxW[:, p - fs[0]:p], c_BxD)
     out.append(jax.nn.log_softmax(logits))
   return jnp.stack(out, axis=1)
@@ -172,7 +246,11 @@ def step_log_probs(m, x_BxW, cond_BxNxC):
                           (3, 1, (2, 8), {}),
                           (3, 1, (4, 4, 16), dict(cond_mlp=True)),
                           (3, 1, (2, 8), dict(cond_mlp=True,
-                                              cond_embed_dim=5))])
+                                              cond_embed_dim=5)),
+                          (3, 2, (2, 4, 8), dict(cell="lstm")),
+                          (0, 1, (2, 2, 4, 8), dict(skip_conn=True)),
+                          (3, 1, (2, 4, 8), dict(cell="lstm", skip_conn=True,
+                                                 cond_mlp=True))])
 def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes, options):
   cfg = M.ModelConfig(frame_sizes=frame_sizes, dim=16, n_rnn=n_rnn,
                       cond_dim=cond_dim, **options)
@@ -229,6 +307,13 @@ def test_global_condition_equals_constant_local_condition():
     (dict(cond_embed_dim=-2), "model.cond_embed_dim=-2"),
     (dict(preemphasis=1.0), r"preemphasis=1.0 must be in \[0, 1\)"),
     (dict(preemphasis=True), "model.preemphasis=True must be a number"),
+    (dict(cell="rnn"), "model.cell='rnn' is unknown; allowed values: gru, "
+                       "lstm"),
+    (dict(lstm_forget_bias=3.0), "lstm_forget_bias=3.0 .* set "
+                                 "model.cell='lstm'"),
+    (dict(rnn_dropout=1.0), r"rnn_dropout=1.0 must be in \[0, 1\)"),
+    (dict(rnn_dropout="0.1"), "model.rnn_dropout='0.1' must be a number"),
+    (dict(frame_sizes=(4, 8), skip_conn=True), "2-tier model has none"),
 ])
 def test_bad_config_names_field_and_allowed_values(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -244,7 +329,8 @@ def test_window_length_must_be_multiple_of_top_frame():
 
 
 @pytest.mark.parametrize("options", [{}, dict(cond_mlp=True,
-                                              cond_embed_dim=3)])
+                                              cond_embed_dim=3),
+                                     dict(cell="lstm", skip_conn=True)])
 def test_forward_same_with_and_without_jit_and_grads_flow(options):
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2, n_rnn=2,
                       **options)
@@ -410,3 +496,168 @@ def test_condition_options_need_a_condition_and_count_their_cost():
   macs, base_macs = M.macs_per_sample(both), M.macs_per_sample(base)
   assert macs["tier2"] - base_macs["tier2"] == (4 * 8 + 4 * 64 + 8 * 64) / 16
   assert macs["tier3"] - base_macs["tier3"] == (4 * 8 + 4 * 64) / 64
+
+
+def test_skip_connections_with_zero_weights_equal_the_default_exactly():
+  base = M.ModelConfig(frame_sizes=(2, 2, 4, 8), dim=16, cond_dim=3)
+  graphdef, params = make(base)
+  skip_cfg = M.ModelConfig(**{**base.__dict__, "skip_conn": True})
+  skip_graphdef, skip_params = M.build(skip_cfg)
+  # Tiers 3 and 4 have a (dim, dim) weight to the MLP, zeros; tier 2 none.
+  assert "skip" not in skip_params["frame_tiers"][0]
+  for i in (1, 2):
+    skip = skip_params["frame_tiers"][i]["skip"]
+    assert skip.shape == (16, 16) and not np.any(skip)
+  zero_skip = jax.tree_util.tree_map(lambda a: a, params)
+  for i in (1, 2):
+    zero_skip["frame_tiers"][i]["skip"] = skip_params["frame_tiers"][i]["skip"]
+  x = random_x(2, 8 + 32)
+  cond = jnp.array([[1.0, 0, 0], [0, 0.5, 2.0]])
+
+  def forward(graphdef, params):
+    m = M.bind(graphdef, params)
+    return m.forward(x, cond, m.initial_carry(2))
+
+  skip_forward = jax.jit(lambda p: forward(skip_graphdef, p))
+  expected, base_carry = jax.jit(lambda p: forward(graphdef, p))(params)
+  np.testing.assert_array_equal(skip_forward(zero_skip)[0], expected)
+
+  # Every skip weight gets a gradient at its zero start, and each one, once
+  # nonzero, moves the logits.
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(M.token_nll(
+      skip_forward(p)[0], x[:, 8:]))))(zero_skip)
+  for i in (1, 2):
+    assert float(jnp.abs(grads["frame_tiers"][i]["skip"]).max()) > 0
+  for i in (1, 2):
+    moved = jax.tree_util.tree_map(lambda a: a, zero_skip)
+    moved["frame_tiers"][i]["skip"] = jnp.eye(16)
+    changed, carry = skip_forward(moved)
+    assert not np.allclose(changed, expected)
+    # Only the MLP's input moved: the frame tiers' states are the same.
+    for a, b in zip(carry, base_carry):
+      np.testing.assert_array_equal(a, b)
+
+
+def dropout_model(rate, n_rnn=1, cell="gru"):
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=32, cond_dim=3,
+                      n_rnn=n_rnn, cell=cell, rnn_dropout=rate)
+  return make(cfg)
+
+
+def test_rnn_dropout_masks_the_expected_share_in_training_only():
+  rate = 0.25
+  graphdef, params = dropout_model(rate)
+  m = M.bind(graphdef, params)
+  tier = m.frame_tiers[0]
+  in_BxTxD = jax.random.normal(jax.random.key(0), (4, 16, 32))
+  state = tier.initial_state(4)
+  keys_B = jax.random.split(jax.random.key(1), 4)
+  plain_BxTxD, plain_state = jax.jit(tier.rnn_stack)(in_BxTxD, state)
+  dropped_BxTxD, dropped_state = jax.jit(tier.rnn_stack)(in_BxTxD, state,
+                                                         keys_B)
+  zero = np.asarray(dropped_BxTxD == 0)
+  # 2048 units, each dropped with probability 0.25: the share's standard
+  # deviation is sqrt(0.25 * 0.75 / 2048) = 0.0096; 0.04 is four of them.
+  assert abs(zero.mean() - rate) < 0.04
+  # The kept units are the plain outputs scaled by 1 / (1 - rate), and the
+  # state the next window starts from is not dropped.
+  np.testing.assert_array_equal(np.asarray(dropped_BxTxD)[~zero],
+                                np.asarray(plain_BxTxD / (1 - rate))[~zero])
+  np.testing.assert_array_equal(dropped_state, plain_state)
+  # Each row's mask is its own: no two rows share one.
+  assert all(np.mean(zero[a] != zero[b]) > 0.2
+             for a in range(4) for b in range(a))
+
+  # Without keys (evaluation, generation) the model is the one without
+  # dropout, bit for bit.
+  plain_graphdef, _ = dropout_model(0.0)
+  x = random_x(4, 16 + 32)
+  cond = jnp.eye(3)[jnp.array([0, 1, 2, 0])]
+  def forward(graphdef, keys_B):
+    m = M.bind(graphdef, params)
+    return m.forward(x, cond, m.initial_carry(4), keys_B)[0]
+
+  forward = jax.jit(forward, static_argnums=0)
+  expected = forward(plain_graphdef, None)
+  np.testing.assert_array_equal(forward(graphdef, None), expected)
+  # The rate-0 model ignores keys.
+  np.testing.assert_array_equal(forward(plain_graphdef, keys_B), expected)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rnn_dropout_is_reproducible_from_each_rows_key(cell):
+  graphdef, params = dropout_model(0.3, n_rnn=2, cell=cell)
+  m = M.bind(graphdef, params)
+  x = random_x(3, 16 + 32)
+  cond = jnp.eye(3)
+  keys_B = jax.random.split(jax.random.key(7), 3)
+  fwd = jax.jit(lambda x, c, k: m.forward(x, c, m.initial_carry(x.shape[0]),
+                                          k)[0])
+  a = fwd(x, cond, keys_B)
+  np.testing.assert_array_equal(fwd(x, cond, keys_B), a)
+  # A row depends only on its own key, not on the rows beside it (so a
+  # batch split over devices draws what one device draws).
+  np.testing.assert_allclose(fwd(x[1:], cond[1:], keys_B[1:]), a[1:],
+                             atol=1e-6)
+  other = fwd(x, cond, jax.random.split(jax.random.key(8), 3))
+  assert not np.allclose(other, a)
+  without, _ = m.forward(x, cond, m.initial_carry(3))
+  assert not np.allclose(without, a)
+
+
+def test_training_with_rnn_dropout_is_the_same_on_four_devices():
+  """The trainer hands each window's row keys to the model: dropout changes
+  the training loss, and a batch split over the 4 CPU devices draws the
+  masks one device draws (each row's from its own key). LSTM cells: their
+  (h, c) carry is split over the devices too."""
+  from csrnn_jax import configlib, sharding, trainer  # pylint: disable=import-outside-toplevel
+  graphdef, params = dropout_model(0.3, cell="lstm")
+  plain_graphdef, _ = dropout_model(0.0, cell="lstm")
+  tx = trainer.make_optimizer(configlib.base_config().train)
+  x = random_x(4, 16 + 64)
+  windows_NxBxW = jnp.stack([x[:, :48], x[:, 32:]])
+  cond_BxC, mask_B = jnp.eye(3)[jnp.array([0, 1, 2, 0])], jnp.ones(4)
+
+  def train(graphdef, mesh=None):
+    state = jax.tree_util.tree_map(jnp.copy, (params, tx.init(params)))
+    inputs = (windows_NxBxW, cond_BxC, mask_B)
+    if mesh is not None:
+      state = sharding.replicate(state, mesh)
+      inputs = (sharding.shard_batch_rows(windows_NxBxW, mesh, 1),
+                *sharding.shard_batch_rows((cond_BxC, mask_B), mesh))
+    step = trainer.make_chunk_step(graphdef, tx, 16, mesh=mesh)
+    new_params, _, metrics = step(*state, *inputs, jax.random.key(0))
+    return new_params, np.asarray(metrics["bits"])
+
+  params_one, bits_one = train(graphdef)
+  _, bits_plain = train(plain_graphdef)
+  assert np.all(np.abs(bits_one - bits_plain) > 1e-3)
+  params_four, bits_four = train(graphdef, sharding.make_mesh())
+  # The devices' gradients are summed in another order (one psum), as in
+  # tests/test_sharding.py: the same bounds.
+  np.testing.assert_allclose(bits_four, bits_one, rtol=0, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(params_four),
+                  jax.tree_util.tree_leaves(params_one)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0,
+                               atol=1e-4)
+
+
+def test_lstm_and_skip_count_their_parameters_and_cost():
+  base = M.ModelConfig(frame_sizes=(16, 16, 64), dim=64, cond_dim=4)
+  d = 64
+  _, base_params = M.abstract(base)
+  base_macs = M.macs_per_sample(base)
+  lstm = M.ModelConfig(**{**base.__dict__, "cell": "lstm"})
+  # Per tier: a fourth gate (d x d in w_ih and w_hh, d in each bias), c0.
+  assert (M.param_count(M.abstract(lstm)[1]) - M.param_count(base_params)
+          == 2 * (2 * d * d + 2 * d + d))
+  macs = M.macs_per_sample(lstm)
+  assert macs["tier2"] - base_macs["tier2"] == 2 * d * d / 16
+  assert macs["tier3"] - base_macs["tier3"] == 2 * d * d / 64
+  skip = M.ModelConfig(**{**base.__dict__, "skip_conn": True})
+  # Tier 3's (d, d) weight, applied to each of its 4 vectors per frame.
+  assert (M.param_count(M.abstract(skip)[1]) - M.param_count(base_params)
+          == d * d)
+  macs = M.macs_per_sample(skip)
+  assert macs["tier3"] - base_macs["tier3"] == 4 * d * d / 64
+  assert macs["tier2"] == base_macs["tier2"]

@@ -455,3 +455,84 @@ def test_sample_cli_cond_mix_syntax(trained_run, mix):
 def test_sample_cli_workdir_without_checkpoint(tmp_path, capsys):
   assert sample_cli.main([f"--workdir={tmp_path}"]) == 2
   assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module", params=[
+    dict(cell="lstm", n_rnn=2), dict(skip_conn=True),
+    dict(cell="lstm", skip_conn=True, null_cond="learned")],
+                ids=["lstm", "skip", "lstm-skip"])
+def option_generator(request):
+  """4 tiers, so that two frame tiers have skip connections."""
+  cfg = M.ModelConfig(frame_sizes=(2, 2, 4, 8), dim=16, cond_dim=3,
+                      **request.param)
+  graphdef, params = M.build(cfg, 0)
+  params = randomize(params, 2, scale=0.2)  # the skip weights too
+  return graphdef, params, sampling.Generator(graphdef, params)
+
+
+def test_lstm_and_skip_generation_equals_teacher_forcing(option_generator):
+  """The generator carries the LSTM's (h, c) and each tier's current skip
+  term down to the samples: its log-probabilities are the training
+  forward's, after a prime and across segments."""
+  graphdef, params, gen = option_generator
+  cond, seeds, temperature = np.eye(3)[[0, 2]], [7, 8], [0.8, 1.3]
+  prime = jax.random.randint(jax.random.key(3), (2, 12), 0, 256)
+  x, logp = gen.generate(cond, seeds, 48, temperature=temperature,
+                         prime_BxP=prime)
+  # A prime of 12 samples is padded with 4 samples of silence to 16 = 2 x 8.
+  padded = jnp.concatenate([jnp.full((2, 4), 128, jnp.int32), prime], 1)
+  expected, _ = teacher_forced_logp(graphdef, params, x, cond, padded)
+  # As the GRU's tests: float32 in two summation orders, 1e-4.
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  pieces = list(gen.segments(cond, seeds, 48, temperature=temperature,
+                             prime_BxP=prime, segment_samples=16))
+  assert len(pieces) == 3
+  np.testing.assert_array_equal(np.concatenate([s for s, _ in pieces], 1), x)
+
+
+def test_lstm_and_skip_guidance_on_the_mlp_input(option_generator):
+  """Guidance on the vectors entering the MLP combines them with their skip
+  terms (the reference combines ``frame_tiers_forward``'s output)."""
+  graphdef, params, gen = option_generator
+  cond, guidance = np.eye(3)[[0, 1]], np.array([2.0, 0.5], np.float32)
+  x, logp = gen.generate(cond, [1, 2], 32, options=guided("cond_vectors"),
+                         guidance=guidance)
+  logits = guided_reference(graphdef, params, x, [cond], guidance[:, None],
+                            "cond_vectors")
+  expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
+                                 -1)[..., 0]
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
+
+
+def test_lstm_generation_sharded_equals_one_device(option_generator):
+  graphdef, params, gen = option_generator
+  cond = np.eye(3)[[0, 1, 1]]
+  one = gen.generate(cond, [1, 2, 3], 32)
+  many = sampling.Generator(graphdef, params, sharding.make_mesh()).generate(
+      cond, [1, 2, 3], 32)
+  np.testing.assert_array_equal(many[0], one[0])
+  np.testing.assert_allclose(many[1], one[1], atol=1e-5)
+
+
+def test_crash_guard_rewinds_lstm_state():
+  """A rewound row restarts from its saved (h, c): the redrawn audio's
+  log-probabilities are still the training forward's."""
+  from csrnn_jax import crash_guard  # pylint: disable=import-outside-toplevel
+  from test_crash_guard import FireOnCall, SEGMENT, SR  # pylint: disable=import-outside-toplevel
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3, n_rnn=2,
+                      cell="lstm")
+  graphdef, params = M.build(cfg, 0)
+  params = randomize(params, 3, scale=0.2)
+  gen = sampling.Generator(graphdef, params)
+  cond = np.eye(3)[:2]
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015))
+  chunks = list(guard.segments(gen, cond, [3, 4], 800))
+  samples = np.concatenate([s for s, _ in chunks], 1)
+  logp = np.concatenate([l for _, l in chunks], 1)
+  plain, _ = gen.generate(cond, [3, 4], 800)
+  assert guard.rewinds == [1, 0]
+  np.testing.assert_array_equal(samples[1], plain[1])
+  assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
+  expected, _ = teacher_forced_logp(graphdef, params, samples, cond)
+  np.testing.assert_allclose(logp, expected, atol=1e-4)
