@@ -2,7 +2,9 @@
 random weights give the reference's log-probabilities
 (csrnn_jax/interop/torch_reference.py)
 over TBPTT windows and in generation steps; round trips are bitwise; bad state
-dicts and disagreeing hyperparameters are errors naming the key."""
+dicts and disagreeing hyperparameters are errors naming the key; an
+unconditional 2-tier samplernn-pytorch checkpoint imports and generates; LSTM
+models and checkpoints are refused."""
 import itertools
 import sys
 
@@ -304,3 +306,58 @@ def test_cli_import_then_export(tmp_path, capsys):
   back = TI.load_torch_checkpoint(out)
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+def test_unconditional_two_tier_checkpoint_imports_and_generates(tmp_path):
+  """samplernn-pytorch's layout is the original's without class columns:
+  such a checkpoint (2 tiers, 2 GRU layers, nb_classes 0) imports from the
+  CLI with no hyperparameter given, and the run's generator assigns its own
+  samples the reference's log-probabilities."""
+  predictor, state_dict = reference([4], n_rnn=2, nb_classes=0)
+  source = tmp_path / "ep2-it500"
+  torch.save(predictor.float().state_dict(), source)  # its trainer's format
+  predictor.double()
+  run = tmp_path / "run"
+  assert TI.main_import([str(source), "--out", str(run)]) == 0
+  config, cfg, graphdef, params, _ = checkpoint.load_run(str(run))
+  assert (cfg.frame_sizes, cfg.n_rnn, cfg.cond_dim) == ((4, 4), 2, 0)
+  assert tuple(config.data.class_names) == ()
+  from csrnn_jax import sampling  # pylint: disable=import-outside-toplevel
+  x_BxN, logp_BxN = sampling.Generator(graphdef, params).generate(
+      np.zeros((2, 0), np.float32), [1, 2], 24)
+  sequences = np.concatenate([np.full((2, 4), 128), x_BxN], axis=1)
+  expected_BxNxQ = R.generate_log_probs(predictor,
+                                        torch.from_numpy(sequences)).numpy()
+  expected_BxN = np.take_along_axis(expected_BxNxQ, x_BxN[..., None],
+                                    -1)[..., 0]
+  np.testing.assert_allclose(logp_BxN, expected_BxN, atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [dict(cell="lstm"),
+                                     dict(skip_conn=True)])
+def test_lstm_and_skip_models_are_refused_by_name(options):
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 8), dim=8, **options)
+  message = "only models with cell='gru' and skip_conn=False convert"
+  with pytest.raises(ValueError, match=message):
+    TI.params_to_torch(random_params(cfg, 0), cfg)
+  with pytest.raises(ValueError, match=message):
+    TI.params_from_torch({}, cfg)
+
+
+def test_lstm_checkpoint_is_refused_on_import(tmp_path, capsys):
+  """A SampleRNN whose frame tiers are torch.nn.LSTMs (no known layout):
+  the same keys, with four gates' rows."""
+  _, state_dict = reference([4, 2], n_rnn=1, nb_classes=2)
+  for i in range(2):
+    lstm = torch.nn.LSTM(16, 16, 1, batch_first=True)
+    for name, value in lstm.state_dict().items():
+      state_dict[f"model.frame_level_rnns.{i}.rnn.{name}"] = value.numpy()
+  message = (r"weight_ih_l0 has shape \(64, 16\); a GRU's is \(3 dim, dim\) "
+             r"= \(48, 16\): four gates, an LSTM's\. No layout of LSTM "
+             r"SampleRNN checkpoints is known")
+  with pytest.raises(ValueError, match=message):
+    TI.infer_hyperparameters(state_dict)
+  source = tmp_path / "lstm.pt"
+  TI.save_torch_checkpoint(state_dict, source)
+  assert TI.main_import([str(source), "--out", str(tmp_path / "run")]) == 2
+  assert "an LSTM's" in capsys.readouterr().err

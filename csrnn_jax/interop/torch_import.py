@@ -27,7 +27,13 @@ Decisions:
 - The original feeds the condition, as given, to the frame tiers only: models
   with ``cond_mlp`` or ``cond_embed_dim`` have no counterpart and are refused
   by name. Pre-emphasis changes no parameter: such a model exports, with a
-  note that its output needs the inverse filter.
+  note that its output needs the inverse filter; so does RNN dropout.
+- samplernn-pytorch's checkpoints have the same layout (the original is its
+  fork) with no class columns: they import as ``nb_classes`` 0.
+- Both have GRU frame tiers only, and no skip connections. No LSTM layout of
+  a SampleRNN state dict is known here, so LSTM models (``model.cell``) and
+  ``skip_conn`` are refused by name both ways, and a state dict whose
+  recurrent weights have four gates (an LSTM's) is refused on import.
 - torch is an optional extra, imported only to read or write ``.pt`` files.
 """
 from __future__ import annotations
@@ -149,6 +155,12 @@ def _conv(key, path, bias_path, shape, to_ours, to_torch, weight_norm):
 def state_dict_layout(cfg: ModelConfig) -> list[Entry]:
   """Every key of the original's state dict for ``cfg``, in torch's order."""
   reference_frame_sizes(cfg.frame_sizes)
+  if cfg.cell != "gru" or cfg.skip_conn:
+    raise ValueError(
+        f"model.cell={cfg.cell!r}, model.skip_conn={cfg.skip_conn}: the "
+        "original code (and samplernn-pytorch) has GRU frame tiers and no "
+        "skip connections; only models with cell='gru' and skip_conn=False "
+        "convert")
   if cfg.cond_mlp or cfg.cond_embed_dim:
     raise ValueError(
         f"model.cond_mlp={cfg.cond_mlp}, model.cond_embed_dim="
@@ -336,7 +348,14 @@ def _read_hyperparameters(arrays) -> dict[str, _Seen]:
   seen_fs = _Seen(frame_sizes_from_reference(ratios),
                   "; ".join(map(seen, bias_keys)) + " (dim, ratio)")
   rnn = f"{TIERS}0.rnn.weight_ih_l"
-  shape(rnn + "0")
+  if shape(rnn + "0")[0] != 3 * seen_dim.value:
+    lstm = shape(rnn + "0")[0] == 4 * seen_dim.value
+    raise ValueError(
+        f"{seen(rnn + '0')}; a GRU's is (3 dim, dim) = "
+        f"({3 * seen_dim.value}, {seen_dim.value})"
+        + (": four gates, an LSTM's. No layout of LSTM SampleRNN "
+           "checkpoints is known here; only GRU checkpoints (the original "
+           "code's, samplernn-pytorch's) import" if lstm else ""))
   n_rnn = sum(1 for k in arrays if k.startswith(rnn))
   seen_rnn = _Seen(n_rnn, f"{TIERS}0.rnn has weight_ih_l0..l{n_rnn - 1}")
   in_key = f"{TIERS}0.input_expand.weight" + ("_v" if wn else "")
