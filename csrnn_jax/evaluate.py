@@ -1,7 +1,10 @@
 """Negative log-likelihood of a split, overall and per class.
 
 ``python -m csrnn_jax.evaluate --workdir RUN [--split test] [--step best]``
-prints a table and writes ``RUN/eval_<split>_step<N>.json``. With
+prints a table and writes ``RUN/eval_<split>_step<N>.json``. The dataset is
+the run's, checked against the manifest hash recorded at training time
+(``provenance.check_dataset``); ``--dataset-dir`` points at it where it has
+moved, ``--accept-dataset-change`` scores a changed one anyway. With
 ``--generated DIR`` it also evaluates the wav files in DIR (as sample.py
 writes them) against the run's real data (``audio_eval``: condition accuracy
 by a plain and a noise-robust judge, spectral flatness, periodicity, crashes,
@@ -27,6 +30,7 @@ from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import data as data_lib
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
+from csrnn_jax import provenance
 from csrnn_jax import sharding as sharding_lib
 
 
@@ -110,11 +114,30 @@ def format_table(result: dict, split: str, step: int) -> str:
   return "\n".join(lines)
 
 
-def evaluate_run(workdir: str, split: str = "valid", step=None) -> dict:
-  """Score a run's checkpoint on a split; writes and returns the result."""
+def on_dataset(config, workdir: str, dataset_dir: str | None = None,
+               accept_dataset_change: bool = False):
+  """The run's config with ``data.dataset_dir = dataset_dir`` (default: the
+  one it was trained on), once that dataset's manifest is shown to be the
+  one the run recorded (``provenance.DatasetChanged`` if not)."""
+  trained_dir = config.data.dataset_dir
+  config.data.dataset_dir = dataset_dir or trained_dir
+  provenance.check_dataset(
+      workdir, config.data.dataset_dir, trained_dir,
+      accept=accept_dataset_change, accept_flag="--accept-dataset-change",
+      dir_flag="--dataset-dir")
+  return config
+
+
+def evaluate_run(workdir: str, split: str = "valid", step=None,
+                 dataset_dir: str | None = None,
+                 accept_dataset_change: bool = False) -> dict:
+  """Score a run's checkpoint on a split of its dataset (``on_dataset``);
+  writes and returns the result."""
   config, mcfg, graphdef, params, step = checkpoint_lib.load_run(workdir, step)
+  config = on_dataset(config, workdir, dataset_dir, accept_dataset_change)
   result = SplitEvaluator(config, mcfg, graphdef, split).run(params)
-  result.update(split=split, step=step)
+  result.update(split=split, step=step,
+                dataset_dir=os.path.abspath(config.data.dataset_dir))
   checkpoint_lib.write_json(
       os.path.join(workdir, f"eval_{split}_step{step}.json"), result)
   return result
@@ -127,17 +150,25 @@ def main(argv=None) -> int:
   parser.add_argument("--split", default="valid",
                       choices=("train", "valid", "test"))
   parser.add_argument("--step", default="latest",
-                      help="a step number, 'latest' or 'best'")
+                      help="N (a step number), 'latest' or 'best'")
+  parser.add_argument("--dataset-dir", metavar="DIR",
+                      help="the run's dataset where it has moved (default: "
+                      "the config's data.dataset_dir)")
+  parser.add_argument("--accept-dataset-change", action="store_true",
+                      help="score a dataset whose manifest differs from the "
+                      "one the run was trained on")
   parser.add_argument("--generated", metavar="DIR",
                       help="also evaluate the generated wav files in DIR")
   args = parser.parse_args(argv)
-  step = int(args.step) if args.step.isdigit() else args.step
   try:
-    result = evaluate_run(args.workdir, args.split, step)
+    step = checkpoint_lib.Checkpointer.parse_step(args.step)
+    result = evaluate_run(args.workdir, args.split, step, args.dataset_dir,
+                          args.accept_dataset_change)
     print(format_table(result, args.split, result["step"]))
     if args.generated:
-      audio_result = audio_eval.evaluate_generated_dir(
-          checkpoint_lib.read_config(args.workdir), args.generated)
+      config = checkpoint_lib.read_config(args.workdir)
+      config.data.dataset_dir = result["dataset_dir"]  # as checked above
+      audio_result = audio_eval.evaluate_generated_dir(config, args.generated)
       print(f"\nGenerated audio in {args.generated} "
             "(audio_eval.json, audio_eval.md):")
       print(audio_eval.format_markdown(audio_result))

@@ -3,8 +3,12 @@ and one PNG of the batch's spectrograms. Used by ``sample.py`` and by the
 trainer's periodic samples.
 
 Long audio is generated in segments and appended to the open wav files as it
-comes (each flushed after every segment), so memory stays at one segment and
-a stopped run keeps what it wrote.
+comes (each flushed after every segment), so memory stays at one segment (the
+spectrograms show each clip's first ``SPECTROGRAM_SECONDS``). A wav is written
+as ``<name>.wav.partial`` and renamed when complete, after its sidecar, so a
+stopped run keeps what it wrote under a name that no reader takes for a
+finished file. An existing output is replaced only when its sidecar records
+the same settings (the same audio), or with ``overwrite``.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -21,6 +26,17 @@ from tqdm import tqdm
 from csrnn_jax import audio
 from csrnn_jax import plots
 from csrnn_jax import sampling
+
+SPECTROGRAM_SECONDS = 30.0
+PARTIAL = ".partial"
+# Sidecar entries that describe a result or a location, not what the audio
+# is: outputs that differ only in these are the same audio.
+RESULT_KEYS = ("log_likelihood_nats", "bits_per_sample", "wall_seconds",
+               "crash_guard", "workdir", "prime")
+
+
+class OutputExists(FileExistsError):
+  """An output file of other settings is in the way."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,28 +101,87 @@ def generator_conditions(rows: list[Row], cond_dim: int):
                               np.float32)
 
 
+def settings(row: Row, options: sampling.SamplingOptions, start: str,
+             primed: bool, seconds: float, sample_rate: int,
+             metadata: dict | None = None) -> dict:
+  """Everything a row's sidecar records before its audio exists."""
+  out = {**(metadata or {}), "condition_name": row.name,
+         "condition_vector": list(row.cond), "seed": row.seed,
+         "temperature": row.temperature, "guidance": row.guidance,
+         "guide": options.guide, "top_k": options.top_k,
+         "top_p": options.top_p, "min_p": options.min_p,
+         "typical_p": options.typical_p, "start": start, "primed": primed,
+         "seconds": seconds, "sample_rate": sample_rate}
+  if row.mix:
+    out["cond_mix"] = {name: weight for name, weight, _ in row.mix}
+  return out
+
+
+def check_free(path: str, sidecar: dict, overwrite: bool) -> None:
+  """Raises OutputExists unless ``path`` (a wav) is free, or holds an output
+  whose sidecar records these settings, or ``overwrite``."""
+  if overwrite or not os.path.exists(path):
+    return
+  json_path = path[:-4] + ".json"
+  try:
+    with open(json_path, encoding="utf-8") as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    raise OutputExists(
+        f"{path} exists and has no readable sidecar ({json_path}), so it was "
+        "not written by this generator; give another --out, or pass "
+        "--overwrite to replace it") from None
+  same = lambda d: {k: v for k, v in json.loads(json.dumps(d)).items()
+                    if k not in RESULT_KEYS}
+  new, old = same(sidecar), same(old)
+  if new != old:
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+               for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)]
+    raise OutputExists(
+        f"{path} holds audio of other settings ({'; '.join(changed)}); give "
+        "another --out, or pass --overwrite to replace it")
+
+
 def generate_to_files(generator: sampling.Generator, rows: list[Row],
                       seconds: float, sample_rate: int, out_dir: str,
                       options=sampling.SamplingOptions(), prime_P=None,
                       start: str = "h0", segment_seconds: float = 4.0,
                       metadata: dict | None = None,
-                      progress: bool = True, guard=None) -> list[str]:
+                      progress: bool = True, guard=None,
+                      overwrite: bool = False) -> list[str]:
   """Writes the rows' audio to ``out_dir``; returns the wav paths.
 
   guard: a ``crash_guard.CrashGuard`` to generate with rewinds (then its own
-  segment length applies); its rewinds go into the sidecars.
+  segment length applies); its rewinds go into the sidecars. Raises
+  OutputExists before generating when an output's name holds other audio
+  (``check_free``), ValueError for a length under one sample or more audio
+  than the disk has room for.
   """
   cfg = generator.cfg
-  os.makedirs(out_dir, exist_ok=True)
-  num_samples = max(1, int(round(seconds * sample_rate)))
-  cond, mix_weights = generator_conditions(rows, cfg.cond_dim)
-  prime_BxP = None if prime_P is None else np.tile(prime_P, (len(rows), 1))
+  num_samples = int(round(seconds * sample_rate))
+  if not num_samples >= 1:
+    raise ValueError(f"seconds={seconds} is no sample at {sample_rate} Hz; "
+                     "give a length > 0")
   stems = [file_stem(r, options, prime_P, start, guard is not None)
            for r in rows]
   paths = [os.path.join(out_dir, stem + ".wav") for stem in stems]
-  files = [sf.SoundFile(p, "w", sample_rate, 1, "PCM_16") for p in paths]
+  sidecars = [settings(r, options, start, prime_P is not None, seconds,
+                       sample_rate, metadata) for r in rows]
+  for path, sidecar in zip(paths, sidecars):
+    check_free(path, sidecar, overwrite)
+  os.makedirs(out_dir, exist_ok=True)
+  needed, free = len(rows) * num_samples * 2, shutil.disk_usage(out_dir).free
+  if needed > free:  # 16-bit mono
+    raise ValueError(
+        f"{len(rows)} outputs of {seconds:g} s need {needed / 1e9:.3g} GB in "
+        f"{out_dir}, which has {free / 1e9:.3g} GB free; generate fewer or "
+        "shorter files, or free some space")
+  cond, mix_weights = generator_conditions(rows, cfg.cond_dim)
+  prime_BxP = None if prime_P is None else np.tile(prime_P, (len(rows), 1))
+  files = []  # opened at the first segment: a refused input writes nothing
   loglik_B = np.zeros(len(rows))
   clips = [[] for _ in rows]
+  kept = 0  # samples of each clip kept for the spectrograms
   started = time.perf_counter()
   args = (cond, [r.seed for r in rows], num_samples,
           [r.temperature for r in rows], options, prime_BxP, start)
@@ -125,33 +200,31 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         wave_BxS = audio.decode(samples_BxS, cfg.q_levels, cfg.quantization,
                                 cfg.preemphasis, previous_B)
         previous_B = wave_BxS[:, -1]
+        files = files or [sf.SoundFile(p + PARTIAL, "w", sample_rate, 1,
+                                       "PCM_16", format="WAV") for p in paths]
+        room = int(SPECTROGRAM_SECONDS * sample_rate) - kept
         for f, wave, clip in zip(files, wave_BxS, clips):
           f.write(wave)
           f.flush()
-          clip.append(wave)
+          if room > 0:
+            clip.append(wave[:room])
+        kept += min(max(room, 0), wave_BxS.shape[1])
         loglik_B += logp_BxS.sum(axis=1)
         bar.update(samples_BxS.shape[1])
   finally:
     for f in files:
       f.close()
   wall = time.perf_counter() - started
-  for b, (path, row, loglik) in enumerate(zip(paths, rows, loglik_B)):
-    sidecar = {**(metadata or {}), "condition_name": row.name,
-               "condition_vector": list(row.cond), "seed": row.seed,
-               "temperature": row.temperature, "guidance": row.guidance,
-               "guide": options.guide, "top_k": options.top_k,
-               "top_p": options.top_p, "min_p": options.min_p,
-               "typical_p": options.typical_p, "start": start,
-               "primed": prime_P is not None, "seconds": seconds,
-               "sample_rate": sample_rate, "log_likelihood_nats": loglik,
-               "bits_per_sample": -loglik / num_samples / np.log(2),
-               "wall_seconds": wall,
-               "crash_guard": None if guard is None else {
-                   "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]}}
-    if row.mix:
-      sidecar["cond_mix"] = {name: weight for name, weight, _ in row.mix}
-    with open(path[:-4] + ".json", "w") as f:
+  for b, (path, sidecar, loglik) in enumerate(zip(paths, sidecars, loglik_B)):
+    sidecar.update(
+        log_likelihood_nats=loglik,
+        bits_per_sample=-loglik / num_samples / np.log(2), wall_seconds=wall,
+        crash_guard=None if guard is None else {
+            "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]})
+    with open(path[:-4] + ".json.tmp", "w") as f:
       json.dump(sidecar, f, indent=2)
+    os.replace(path[:-4] + ".json.tmp", path[:-4] + ".json")
+    os.replace(path + PARTIAL, path)
   plots.spectrograms([np.concatenate(c) for c in clips],
                      stems, sample_rate,
                      os.path.join(out_dir, "spectrograms.png"))

@@ -11,7 +11,10 @@ generate wav files from a run's checkpoint.
 Every output is named ``<condition>_seed<seed>_t<temperature>`` plus the
 settings that change its audio (``outputs.file_stem``), ``.wav``, with a JSON
 sidecar (checkpoint step, config hash, condition, every sampling setting,
-seed, log-likelihood, wall time); ``spectrograms.png`` shows the batch.
+seed, log-likelihood, wall time); ``spectrograms.png`` shows the batch. An
+existing file of other settings (another checkpoint step, say, in the same
+``--out``) is never overwritten without ``--overwrite``. Every argument is
+checked before the checkpoint is loaded or anything is generated.
 
 Guidance (``--guidance s``): each sample is drawn from ``l_null + s (l_cond -
 l_null)``, the logits under the condition and under the model's null
@@ -29,11 +32,13 @@ import math
 import os
 import sys
 
+import numpy as np
 
 from csrnn_jax import audio
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import crash_guard
+from csrnn_jax import data
 from csrnn_jax import outputs
 from csrnn_jax import sampling
 
@@ -63,6 +68,53 @@ def _cond_mix(text: str) -> list[tuple[str, float]]:
   if len({n for n, _ in pairs}) < len(pairs):
     raise SystemExit(f"error: --cond-mix {text!r} names a class twice")
   return pairs
+
+
+def _checked(values: list[float], flag: str, positive: bool = False):
+  """``values`` if all finite (and > 0 with ``positive``), else ValueError."""
+  bad = [v for v in values if not math.isfinite(v) or (positive and v <= 0)]
+  if bad:
+    raise ValueError(
+        f"{flag} {','.join(f'{v:g}' for v in values)}: give finite values"
+        + (" > 0 (--top-k 1 samples greedily)" if positive else ""))
+  return values
+
+
+def trained_cond_range(config):
+  """(lo_C, hi_C): the range of each condition entry the run was trained on
+  (its dataset's train split; one-hot classes: 0 to 1), or None."""
+  try:
+    chunks = data.load_manifest(config.data.dataset_dir)["chunks"]
+    vectors_NxC = np.array([c["vector"] for c in chunks
+                            if c["split"] == "train"], np.float64)
+    if vectors_NxC.ndim == 2 and len(vectors_NxC):
+      return vectors_NxC.min(axis=0), vectors_NxC.max(axis=0)
+  except (data.DatasetError, KeyError, TypeError, ValueError):
+    pass
+  if config.data.class_names:
+    ones = np.ones(config.model.cond_dim)
+    return 0 * ones, ones
+  return None
+
+
+def _check_vector(config, vector: list[float], text: str) -> None:
+  """Refuses a non-finite vector, warns about one outside the range the run
+  was trained on; both messages name that range."""
+  trained = trained_cond_range(config)
+  names = list(config.data.cond_names) or list(config.data.class_names)
+  where = "an unknown range (its dataset is not readable)"
+  if trained is not None:
+    names = names if len(names) == len(vector) else [
+        f"entry {j}" for j in range(len(vector))]
+    where = ", ".join(f"{n} in [{lo:g}, {hi:g}]"
+                      for n, lo, hi in zip(names, *trained))
+  if not all(math.isfinite(v) for v in vector):
+    raise ValueError(f"--cond-vector {text} has a non-finite value; give "
+                     f"finite numbers (this run was trained on {where})")
+  if trained is not None and (np.any(np.array(vector) < trained[0])
+                              or np.any(np.array(vector) > trained[1])):
+    print(f"warning: --cond-vector {text} lies outside what this run was "
+          f"trained on ({where})", file=sys.stderr)
 
 
 def _per_output(values: list[float], n_out: int, flag: str) -> list[float]:
@@ -96,6 +148,7 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
           f"--cond-vector has {len(vector)} values; this run's condition "
           f"vectors have {cond_dim}" + (f" ({', '.join(names)})" if names
                                         else ""))
+    _check_vector(config, vector, ",".join(f"{v:g}" for v in vector))
     conds.append(("mix-" + "-".join(f"{v:g}" for v in vector), tuple(vector),
                   ()))
   for pairs in cond_mixes:
@@ -108,8 +161,10 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
               for i, n in enumerate(class_names)] if cond_dim else
              [("uncond", (), ())])
   n_out = len(conds) * num
-  temps = _per_output(temperatures, n_out, "--temperature")
-  scales = _per_output(list(guidances), n_out, "--guidance")
+  temps = _per_output(_checked(temperatures, "--temperature", True), n_out,
+                      "--temperature")
+  scales = _per_output(_checked(list(guidances), "--guidance"), n_out,
+                       "--guidance")
   rows = []
   for i, (name, vector, mix) in enumerate(c for c in conds
                                           for _ in range(num)):
@@ -132,11 +187,26 @@ def sampling_settings(args, run_defaults) -> dict:
   return settings
 
 
+def _check_lengths(args) -> None:
+  """--num, --seconds, --segment-seconds and --out, before anything runs."""
+  if args.num < 1:
+    raise ValueError(f"--num {args.num}: give at least 1 output per "
+                     "condition")
+  for flag, value in (("--seconds", args.seconds),
+                      ("--segment-seconds", args.segment_seconds)):
+    if not (math.isfinite(value) and value > 0):
+      raise ValueError(f"{flag} {value:g}: give a length > 0 in seconds")
+  if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise ValueError(f"--out {args.out} is a file; give a folder (it is "
+                     "created if missing)")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="csrnn-sample",
                               description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="a run directory")
-  p.add_argument("--step", default="latest", help="N, 'latest' or 'best'")
+  p.add_argument("--step", default="latest",
+                 help="N (a step number), 'latest' or 'best'")
   p.add_argument("--cond", default="", help="class names, comma-separated")
   p.add_argument("--cond-vector", action="append", default=[],
                  help="a condition vector such as 0,0,1,1 (repeatable)")
@@ -176,11 +246,14 @@ def main(argv=None) -> int:
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace outputs of the same names made with other "
+                 "settings")
   args = p.parse_args(argv)
   try:
-    step = int(args.step) if args.step.isdigit() else args.step
-    config, mcfg, graphdef, params, step = checkpoint_lib.load_run(
-        args.workdir, step)
+    step = checkpoint_lib.Checkpointer.parse_step(args.step)
+    _check_lengths(args)
+    config = checkpoint_lib.read_config(args.workdir)
     settings = sampling_settings(args, config.sample)
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       [_floats(v) for v in args.cond_vector], args.num,
@@ -197,10 +270,18 @@ def main(argv=None) -> int:
             "so guidance contrasts the condition with an input it never saw",
             file=sys.stderr)
     sample_rate = config.data.sample_rate
+    if args.seconds * sample_rate > sampling.MAX_SAMPLES:
+      raise ValueError(
+          f"--seconds {args.seconds:g} is more than one generation makes "
+          f"({sampling.MAX_SAMPLES / sample_rate / 3600:.1f} h at "
+          f"{sample_rate} Hz); generate shorter files")
+    mcfg = configlib.model_config(config)
     prime = None
     if args.prime:
       prime = audio.encode(audio.load_audio(args.prime, sample_rate),
                            mcfg.q_levels, mcfg.quantization, mcfg.preemphasis)
+    config, mcfg, graphdef, params, step = checkpoint_lib.load_run(
+        args.workdir, step)
     out = args.out or os.path.join(args.workdir, "samples", f"step{step}")
     metadata = {"workdir": os.path.abspath(args.workdir),
                 "checkpoint_step": step,
@@ -211,8 +292,9 @@ def main(argv=None) -> int:
         sampling.Generator(graphdef, params), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
         metadata, guard=(crash_guard.CrashGuard(sample_rate)
-                         if settings["crash_guard"] else None))
-  except (ValueError, FileNotFoundError) as e:
+                         if settings["crash_guard"] else None),
+        overwrite=args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for path in paths:

@@ -42,6 +42,9 @@ from csrnn_jax.kernels import sample_step
 
 STARTS = ("h0", "zeros")
 GUIDES = ("off", "logits", "cond_vectors")
+# The most samples one call generates: sample indices (the per-sample keys)
+# are int32, and a segment may reach past the end by up to num_samples.
+MAX_SAMPLES = 2 ** 30
 
 
 class GenState(NamedTuple):
@@ -352,6 +355,11 @@ class _Rows(NamedTuple):
   scales_BxM: jax.Array
 
 
+def _is_schedule(cond, mix_weights) -> bool:
+  """Whether ``cond`` holds one vector per top frame (B, N, C)."""
+  return mix_weights is None and np.ndim(cond) == 3
+
+
 class Generator:
   """Compiled generation for one model: ``generate`` for a batch in one call,
   ``segments`` for long audio in pieces. Compiles once per shape/options.
@@ -391,14 +399,20 @@ class Generator:
                  cond_RxC)
 
   def _rows(self, cond, seeds, n_frames: int, temperature, guidance,
-            mix_weights, options: SamplingOptions) -> _Rows:
+            mix_weights, options: SamplingOptions,
+            held_frames: int | None = None) -> _Rows:
     """Checks a batch's inputs (see ``segments``) and shapes them for the
-    compiled programs."""
+    compiled programs. A schedule must cover ``n_frames``; one condition per
+    row is broadcast over ``held_frames`` (default ``n_frames``) only."""
     c = self.cfg.cond_dim
     cond = jnp.asarray(cond, jnp.float32)
     seeds = np.asarray(seeds, np.uint32).reshape(-1)
     b = seeds.shape[0]
-    schedule = mix_weights is None and cond.ndim == 3
+    if b == 0:
+      raise ValueError("no rows to generate: give at least one seed")
+    if not bool(jnp.all(jnp.isfinite(cond))):
+      raise ValueError("condition vectors must be finite")
+    schedule = _is_schedule(cond, mix_weights)
     if mix_weights is None:
       weights_BxM = jnp.ones((b, 1), jnp.float32)
       if cond.shape[0] != b or cond.shape[-1] != c or cond.ndim not in (2, 3):
@@ -417,7 +431,8 @@ class Generator:
             f"{weights_BxM.shape[1]}, {c})")
       cond = cond[:, :, None]
     if not schedule:
-      cond = jnp.broadcast_to(cond, cond.shape[:2] + (n_frames, c))
+      cond = jnp.broadcast_to(cond, cond.shape[:2] + (held_frames or n_frames,
+                                                      c))
     elif cond.shape[2] < n_frames:
       raise ValueError(f"the condition schedule has {cond.shape[2]} vectors;"
                        f" {n_frames} top frames need one each (one per "
@@ -454,10 +469,17 @@ class Generator:
     conditions, cond (B, M, C) holding them; component i's scale is
     ``guidance * mix_weights[:, i]``.
     """
+    if not 1 <= num_samples <= MAX_SAMPLES:
+      raise ValueError(f"num_samples={num_samples}: give 1 to {MAX_SAMPLES} "
+                       "samples a call (generate longer audio in several)")
     lookback = self.cfg.lookback
     n_frames = math.ceil(num_samples / lookback)
+    per_segment = min(max(1, segment_samples // lookback), n_frames)
+    # A schedule is sliced per segment; one condition per row is broadcast
+    # over one segment, so memory does not grow with num_samples.
+    schedule = _is_schedule(cond, mix_weights)
     rows = self._rows(cond, seeds, n_frames, temperature, guidance,
-                      mix_weights, options)
+                      mix_weights, options, per_segment)
     b = rows.keys_B.shape[0]
     if self.mesh is not None:  # pad the rows to a multiple of the devices
       pad = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)), b - 1)
@@ -470,12 +492,13 @@ class Generator:
           sharding.shard_batch_rows(state.carry, self.mesh, batch_axis=1),
           sharding.shard_batch_rows(state.last_frame_BxL, self.mesh))
       rows = sharding.shard_batch_rows(rows, self.mesh)
-    per_segment = max(1, segment_samples // lookback)
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
       frames = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
+      cond_BxMxFxC = (rows.cond_BxMxNxC[:, :, frames] if schedule
+                      else rows.cond_BxMxNxC)
       state, samples_BxS, logp_BxS = self._segment(
-          self.params, state, rows.cond_BxMxNxC[:, :, frames], rows.keys_B,
+          self.params, state, cond_BxMxFxC, rows.keys_B,
           rows.temperature_B, rows.scales_BxM, first * lookback,
           options=options)
       keep = min(per_segment * lookback, num_samples - first * lookback)

@@ -519,10 +519,15 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
         write_samples(config, mcfg, graphdef, sharding_lib.local_copy(params),
                       workdir, step)
   finally:
+    failing = sys.exc_info()[1] is not None
     bar.close()
     log.close()
     stream.close()
-    ckpt.close()
+    try:
+      ckpt.close()
+    except Exception:  # pylint: disable=broad-except
+      if not failing:  # after a failed save, the save's error is the one
+        raise
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   if stop.signum is not None:

@@ -318,6 +318,32 @@ def test_guided_generation_sharded_equals_one_device(guided_generator):
   np.testing.assert_allclose(many[1], one[1], atol=1e-5)
 
 
+def test_nothing_to_generate_or_a_non_finite_condition_is_refused(
+    tiny_generator):
+  _, _, gen = tiny_generator
+  with pytest.raises(ValueError, match=r"num_samples=0: give 1 to 1073741824"):
+    gen.generate(np.eye(3)[:1], [1], 0)
+  with pytest.raises(ValueError, match="no rows to generate"):
+    gen.generate(np.zeros((0, 3)), [], 16)
+  with pytest.raises(ValueError, match="condition vectors must be finite"):
+    gen.generate(np.array([[np.nan, 1.0, 0.0]]), [1], 16)
+
+
+def test_memory_of_a_long_generation_does_not_grow_with_its_length(
+    tiny_generator):
+  """The longest generation holds one segment's worth of its condition:
+  broadcast over all 2^30 / 16 top frames it would be 800 MB a row."""
+  _, _, gen = tiny_generator
+  held = lambda: sum(a.nbytes for a in jax.live_arrays())
+  before = held()
+  segments = gen.segments(np.eye(3)[:2], [1, 2], sampling.MAX_SAMPLES,
+                          segment_samples=64)
+  samples_BxS, _ = next(segments)
+  assert samples_BxS.shape == (2, 64)
+  assert held() - before < 1e6
+  segments.close()
+
+
 @pytest.fixture(scope="module")
 def trained_run(tiny_dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sampled") / "run"

@@ -348,7 +348,7 @@ def test_first_window_trains_learned_h0(tiny_dataset):
 
 @pytest.mark.parametrize("mutate,match", [
     (lambda c: c.train.update({"bach_size": 3}),
-     "'train.bach_size' does not exist"),
+     "'train.bach_size' does not exist; did you mean 'train.batch_size'\\?"),
     (lambda c: c.update({"modle": {}}), "'modle' does not exist"),
     (lambda c: setattr(c, "train", ml_collections.ConfigDict(
         {**c.train.to_dict(), "learning_rate": "fast"})),
