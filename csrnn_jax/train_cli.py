@@ -94,6 +94,15 @@ def _check_overrides(argv: list[str]) -> None:
       sys.exit(EXIT_ERROR)
 
 
+def _silence_stderr():
+  """Points fd 2 at /dev/null so that the error line stays the last one: a
+  failed checkpoint leaves tensorstore callbacks that print tracebacks from
+  other threads until the process ends."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+
+
 def _main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
@@ -110,7 +119,9 @@ def _main(argv):
         accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError,
           checkpoint.WorkdirBusy, trainer.StorageError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    if isinstance(e, trainer.StorageError):
+      _silence_stderr()  # Orbax's writer threads still report each failure
     return EXIT_ERROR
   if result["interrupted"]:
     return EXIT_INTERRUPTED

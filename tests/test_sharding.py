@@ -121,7 +121,15 @@ def test_batch_that_does_not_divide_names_the_nearest_sizes(tiny_dataset,
 
 def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
                                                 tmp_path):
-  """1 device -> 4 devices -> 1 device ends where 1 device alone does."""
+  """1 device -> 4 devices -> 1 device: each checkpoint restores bitwise into
+  the shardings it is asked for, and training ends where 1 device alone does.
+
+  The end is compared by the training loss, not the parameters: 4 devices sum
+  the gradient in another order, and Adam divides by sqrt(v), so an element
+  whose gradient is near zero can move by up to 2 lr per step (6e-3 here) on
+  rounding alone. The loss is smooth in all of them: rounding moves it by
+  about 1e-5 bits, while a lost optimizer state or a skipped window moves it
+  by more than 0.01 at this point of training (0.1 bits per step)."""
   workdir = tmp_path / "moved"
   shutil.copytree(reference_run, workdir)
   for step in (2 * WINDOWS, 3 * WINDOWS):
@@ -129,24 +137,32 @@ def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
   mesh = sharding.make_mesh()
   trainer.train_and_evaluate(run_config(tiny_dataset, 2), str(workdir), mesh)
 
-  # The 4-device checkpoint restores into the shardings it is asked for.
   graphdef, params = model_lib.build(
       configlib.model_config(checkpoint_lib.read_config(str(workdir))), 1)
   ckpt = checkpoint_lib.Checkpointer(str(workdir))
-  for target in (one_device(), mesh):
-    restored, _, meta = ckpt.restore("latest",
-                                     sharding.replicate(params, target))
-    assert meta["step"] == 2 * WINDOWS
-    for leaf in jax.tree_util.tree_leaves(restored):
-      assert leaf.sharding.mesh == target
+  for step in (WINDOWS, 2 * WINDOWS):  # saved by 1 and by 4 devices
+    restored = {}
+    for name, target in (("one", one_device()), ("four", mesh)):
+      restored[name], _, meta = ckpt.restore(
+          step, sharding.replicate(params, target))
+      assert meta["step"] == step
+      for leaf in jax.tree_util.tree_leaves(restored[name]):
+        assert leaf.sharding.mesh == target
+    assert_trees_equal(restored["one"], restored["four"])
   ckpt.close()
 
   trainer.train_and_evaluate(run_config(tiny_dataset, 3), str(workdir),
                              one_device())
-  got, got_step = final_params(workdir)
-  want, want_step = final_params(reference_run)
-  assert got_step == want_step == 3 * WINDOWS
-  assert_trees_close(got, want)
+  assert final_params(workdir)[1] == final_params(reference_run)[1] == (
+      3 * WINDOWS)
+  got, want = ({r["step"]: r for r in metrics_lib.read(str(w / "metrics.jsonl"))
+                if r["kind"] == "train"} for w in (workdir, reference_run))
+  assert sorted(got) == sorted(want) == [WINDOWS, 2 * WINDOWS, 3 * WINDOWS]
+  assert got[WINDOWS] == want[WINDOWS]  # copied: the 1-device segment
+  for step in (2 * WINDOWS, 3 * WINDOWS):
+    assert got[step]["bits"] == pytest.approx(want[step]["bits"], abs=1e-3)
+    assert got[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"],
+                                                   rel=1e-3)
 
 
 def free_port() -> int:
