@@ -58,8 +58,16 @@ def base_config() -> ml_collections.ConfigDict:
       num_steps=100_000,  # Adam steps; training stops at the first chunk-batch
                           # boundary at or after this
       learning_rate=1e-3,
-      lr_schedule="constant",  # constant | cosine
-      warmup_steps=0,
+      lr_schedule="constant",  # constant | cosine | exponential | plateau
+      warmup_steps=0,  # cosine: linear warmup from 0
+      lr_decay_steps=10_000,  # exponential: lr * rate^((step - begin) / steps)
+      lr_decay_rate=0.5,
+      lr_decay_begin=0,  # exponential: constant until this step
+      lr_plateau_factor=0.5,  # plateau: the lr's scale at each plateau
+      lr_plateau_patience=5,  # plateau: averages without improvement
+      lr_plateau_steps=100,  # plateau: steps per averaged training loss
+      early_stop_patience=0,  # evaluations without a better valid NLL; 0 = off
+      early_stop_min_delta=0.0,  # bits: a smaller gain is no improvement
       clip="value",  # value (element-wise, the reference) | global_norm | none
       clip_value=1.0,
       cond_dropout=0.0,  # share of chunks trained with the null condition

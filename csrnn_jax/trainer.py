@@ -70,18 +70,29 @@ class StorageError(RuntimeError):
   """The run directory could not be written; what it held is intact."""
 
 
-def make_optimizer(train_cfg) -> optax.GradientTransformation:
+def learning_rate(train_cfg):
+  """The step -> learning-rate schedule of ``train.lr_schedule`` (a float
+  for constant and plateau, whose scale lives in the optimizer state)."""
+  t = train_cfg
+  if t.lr_schedule in ("constant", "plateau"):
+    return t.learning_rate
+  if t.lr_schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, t.learning_rate, max(t.warmup_steps, 1),
+        max(t.num_steps, t.warmup_steps + 1))
+  if t.lr_schedule == "exponential":  # lr * rate^((step - begin) / steps)
+    return optax.exponential_decay(t.learning_rate, t.lr_decay_steps,
+                                   t.lr_decay_rate, t.lr_decay_begin)
+  raise ValueError(f"train.lr_schedule={t.lr_schedule!r} is unknown; allowed "
+                   "values: constant, cosine, exponential, plateau")
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformationExtraArgs:
   """Clipping (element-wise to [-c, c] as the reference, or global norm),
-  then Adam with a constant or warmup+cosine learning rate."""
-  if train_cfg.lr_schedule == "constant":
-    lr = train_cfg.learning_rate
-  elif train_cfg.lr_schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(
-        0.0, train_cfg.learning_rate, max(train_cfg.warmup_steps, 1),
-        max(train_cfg.num_steps, train_cfg.warmup_steps + 1))
-  else:
-    raise ValueError(f"train.lr_schedule={train_cfg.lr_schedule!r} is "
-                     "unknown; allowed values: constant, cosine")
+  then Adam on ``learning_rate``'s schedule. "plateau" scales Adam's updates
+  by lr_plateau_factor whenever the training loss, averaged over
+  lr_plateau_steps steps, has not improved for lr_plateau_patience such
+  averages (optax.contrib.reduce_on_plateau; ``update`` takes value=bits)."""
   clips = {"value": lambda: optax.clip(train_cfg.clip_value),
            "global_norm": lambda: optax.clip_by_global_norm(
                train_cfg.clip_value),
@@ -89,7 +100,13 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   if train_cfg.clip not in clips:
     raise ValueError(f"train.clip={train_cfg.clip!r} is unknown; allowed "
                      "values: value, global_norm, none")
-  return optax.chain(clips[train_cfg.clip](), optax.adam(lr))
+  chain = [clips[train_cfg.clip](), optax.adam(learning_rate(train_cfg))]
+  if train_cfg.lr_schedule == "plateau":
+    chain.append(optax.contrib.reduce_on_plateau(
+        factor=train_cfg.lr_plateau_factor,
+        patience=train_cfg.lr_plateau_patience,
+        accumulation_size=train_cfg.lr_plateau_steps))
+  return optax.chain(*chain)
 
 
 def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
@@ -146,7 +163,8 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
     if axis_name is not None:
       bits, grads = jax.lax.psum((bits, grads), axis_name)
     with jax.named_scope("optimizer"):
-      updates, opt_state = tx.update(grads, opt_state, params)
+      updates, opt_state = tx.update(grads, opt_state, params,
+                                     value=bits)
       params = optax.apply_updates(params, updates)
     metrics = {"bits": bits, "grad_norm": optax.tree.norm(grads)}
     return params, opt_state, jax.lax.stop_gradient(carry), metrics
@@ -422,6 +440,21 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None,
         "resume") from e
 
 
+def early_stop_update(plateau: dict, valid_bits: float | None, step: int,
+                      train_cfg) -> bool:
+  """Counts evaluations since the best validation NLL (``plateau`` holds
+  best, best_step and since, and is saved with each checkpoint); True when
+  ``train.early_stop_patience`` of them passed without a gain of more than
+  ``train.early_stop_min_delta`` bits."""
+  if valid_bits is not None:
+    best = plateau["best"]
+    if best is None or valid_bits < best - train_cfg.early_stop_min_delta:
+      plateau.update(best=valid_bits, best_step=step, since=0)
+    else:
+      plateau["since"] += 1
+  return 0 < train_cfg.early_stop_patience <= plateau["since"]
+
+
 def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   config, stream = _prepare_run(config, workdir, mesh, accept_dataset_change)
   is_main = jax.process_index() == 0
@@ -434,10 +467,12 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   params, opt_state = sharding_lib.replicate((params, tx.init(params)), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   step, rng = 0, jax.random.key(config.seed)
+  plateau = {"best": None, "best_step": None, "since": 0}  # early stopping
   if ckpt.latest_step() is not None:
     params, opt_state, meta = ckpt.restore("latest", params, opt_state)
     ckpt.set_aside_damaged()
     step = saved["step"] = meta["step"]
+    plateau = meta.get("early_stop", plateau)
     rng = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
     stream.restore(meta["data_position"])
     print(f"Resuming {workdir} from step {step}.")
@@ -450,11 +485,13 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
 
   def save(valid_bits=None):
     meta = {"rng": np.asarray(jax.random.key_data(rng)).tolist(),
-            "data_position": stream.position()}
+            "data_position": stream.position(), "early_stop": plateau}
     ckpt.save(step, params, opt_state, meta, valid_bits)
     saved["step"] = step
 
   last, compiled, done = {}, False, step >= t.num_steps
+  stopped_early = early_stop_update(plateau, None, step, t)  # resumed, done
+  done = done or stopped_early
   bar = tqdm(total=t.num_steps, initial=min(step, t.num_steps), unit="step",
              disable=not is_main, dynamic_ncols=True)
   try:
@@ -508,6 +545,12 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
                                   **{f"bits/{k}": v for k, v in
                                      result["per_class"].items()}})
         last["valid_bits"] = valid_bits
+        if early_stop_update(plateau, valid_bits, step, t):
+          done = stopped_early = True
+          log.write(step, "early_stop", {
+              "best_valid_bits": plateau["best"],
+              "best_step": plateau["best_step"],
+              "evaluations_without_improvement": plateau["since"]})
         if is_main:
           plots.loss_curves({config.name: metrics_lib.read(log.path)},
                             os.path.join(workdir, "loss_curve.png"))
@@ -533,4 +576,10 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   if stop.signum is not None:
     print(f"Stopped by signal {stop.signum}; checkpoint saved at step {step}. "
           "Rerun the same command to resume.")
-  return {"step": step, "interrupted": stop.signum is not None, **last}
+  if stopped_early:
+    print(f"Stopped early at step {step}: the validation NLL did not improve "
+          f"for {plateau['since']} evaluations (train.early_stop_patience="
+          f"{t.early_stop_patience}); the best, {plateau['best']:.4f} bits at "
+          f"step {plateau['best_step']}, is kept as --step best.")
+  return {"step": step, "interrupted": stop.signum is not None,
+          "stopped_early": stopped_early, **last}
