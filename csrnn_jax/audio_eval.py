@@ -272,6 +272,10 @@ class ConditionClassifier:
     """The space the classifier and the Frechet distance work in."""
     return self.model[0].transform(feats_SxD)
 
+  def segment_probs(self, feats_SxD) -> np.ndarray:
+    """(S, C): each segment's class probabilities."""
+    return self.model.predict_proba(feats_SxD)
+
   def clip_log_probs(self, feats) -> np.ndarray:
     """(N, C): per clip, the summed log-probabilities of its segments."""
     if not feats:

@@ -52,6 +52,10 @@ class Row:
   temperature: float
   guidance: float = 1.0
   mix: tuple[tuple[str, float, tuple[float, ...]], ...] = ()
+  # A morph: (seconds, condition vector) keyframes in time order; the
+  # condition between them is interpolated ("linear") or held ("step").
+  schedule: tuple[tuple[float, tuple[float, ...]], ...] = ()
+  morph: str = "linear"
 
   @property
   def guided(self) -> bool:
@@ -85,10 +89,41 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   return "_".join(parts)
 
 
-def generator_conditions(rows: list[Row], cond_dim: int):
+MORPHS = ("linear", "step")
+
+
+def schedule_vectors(row: Row, n_frames: int, frame_seconds: float):
+  """(N, C): the condition of each top frame, at the time of its first
+  sample (frame f starts at f * frame_seconds); held before the first
+  keyframe and after the last."""
+  if not row.schedule:
+    return np.tile(np.asarray(row.cond, np.float32), (n_frames, 1))
+  times_K = np.array([t for t, _ in row.schedule])
+  vectors_KxC = np.array([v for _, v in row.schedule], np.float32)
+  t_N = np.arange(n_frames) * frame_seconds
+  if row.morph == "step":  # the last keyframe at or before t
+    index_N = np.searchsorted(times_K, t_N, side="right") - 1
+    return vectors_KxC[np.maximum(index_N, 0)]
+  return np.stack([np.interp(t_N, times_K, vectors_KxC[:, j])
+                   for j in range(vectors_KxC.shape[1])], 1).astype(np.float32)
+
+
+def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
+                         frame_seconds: float = 0.0):
   """``cond`` and ``mix_weights`` for ``Generator.segments``: (B, C) and None
   when no row is a mix; else every row's components (B, M, C) and weights
-  (B, M), a row with fewer than M padded with weight 0 (which adds nothing)."""
+  (B, M), a row with fewer than M padded with weight 0 (which adds nothing).
+  When a row has a schedule, a schedule for every row (B, N, C), N =
+  ``n_frames`` top frames of ``frame_seconds``."""
+  if any(r.schedule for r in rows):
+    if any(r.mix for r in rows):
+      raise ValueError("a morph (--cond-schedule) and a product of experts "
+                       "(--cond-mix) cannot share a batch: generate them in "
+                       "two calls (a morph's keyframes may be mixes, which "
+                       "enter as their weighted condition vector)")
+    return np.stack([schedule_vectors(r, n_frames, frame_seconds)
+                     for r in rows]).reshape(len(rows), n_frames,
+                                             cond_dim), None
   if not any(r.mix for r in rows):
     return np.array([r.cond for r in rows], np.float32).reshape(
         len(rows), cond_dim), None
@@ -114,6 +149,9 @@ def settings(row: Row, options: sampling.SamplingOptions, start: str,
          "seconds": seconds, "sample_rate": sample_rate}
   if row.mix:
     out["cond_mix"] = {name: weight for name, weight, _ in row.mix}
+  if row.schedule:
+    out["cond_schedule"] = [[t, list(v)] for t, v in row.schedule]
+    out["morph"] = row.morph
   return out
 
 
@@ -176,7 +214,9 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         f"{len(rows)} outputs of {seconds:g} s need {needed / 1e9:.3g} GB in "
         f"{out_dir}, which has {free / 1e9:.3g} GB free; generate fewer or "
         "shorter files, or free some space")
-  cond, mix_weights = generator_conditions(rows, cfg.cond_dim)
+  cond, mix_weights = generator_conditions(
+      rows, cfg.cond_dim, -(-num_samples // cfg.lookback),
+      cfg.lookback / sample_rate)
   prime_BxP = None if prime_P is None else np.tile(prime_P, (len(rows), 1))
   files = []  # opened at the first segment: a refused input writes nothing
   loglik_B = np.zeros(len(rows))

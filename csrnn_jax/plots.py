@@ -1,4 +1,5 @@
-"""PNG plots: loss curves of one or more runs, spectrograms of a batch."""
+"""PNG plots: loss curves of one or more runs, spectrograms of a batch,
+the class probabilities of morphs over time."""
 from __future__ import annotations
 
 import matplotlib
@@ -37,6 +38,27 @@ def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
                 cmap="magma")
     ax.set_title(title, fontsize="small")
     ax.set_ylabel("Hz")
+  axes[-1, 0].set_xlabel("seconds")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+
+
+def class_probabilities(curves, class_names, png_path: str) -> None:
+  """One panel per clip: each class's probability per segment over time.
+  curves: (title, probs_SxK, seconds per segment, keyframe times)."""
+  fig, axes = plt.subplots(len(curves), 1, squeeze=False,
+                           figsize=(8, 1.8 * len(curves) + 0.5))
+  for ax, (title, probs_SxK, seconds, keyframes) in zip(axes[:, 0], curves):
+    t_S = (np.arange(len(probs_SxK)) + 0.5) * seconds
+    for k, name in enumerate(class_names):
+      ax.plot(t_S, probs_SxK[:, k], label=name)
+    for t in keyframes:
+      ax.axvline(t, color="grey", linestyle=":")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize="small")
+    ax.set_ylabel("p(class)")
+  axes[0, 0].legend(fontsize="small", loc="upper right")
   axes[-1, 0].set_xlabel("seconds")
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)

@@ -7,6 +7,8 @@ generate wav files from a run's checkpoint.
       --temperature 0.95 --top-p 0.99 --prime intro.wav
   python sample.py --workdir runs/ambient --cond happy --guidance 3
   python sample.py --workdir runs/ambient --cond-mix space=0.5,creepy=0.5
+  python sample.py --workdir runs/ambient --cond-schedule happy@0,sad@10 \
+      --seconds 20
 
 Every output is named ``<condition>_seed<seed>_t<temperature>`` plus the
 settings that change its audio (``outputs.file_stem``), ``.wav``, with a JSON
@@ -32,6 +34,7 @@ import math
 import os
 import sys
 
+import jax
 import numpy as np
 
 from csrnn_jax import audio
@@ -41,6 +44,7 @@ from csrnn_jax import crash_guard
 from csrnn_jax import data
 from csrnn_jax import outputs
 from csrnn_jax import sampling
+from csrnn_jax import sharding
 
 
 def _floats(text: str) -> list[float]:
@@ -51,16 +55,22 @@ def _floats(text: str) -> list[float]:
                      "numbers") from None
 
 
+def _finite(text: str) -> float | None:
+  """The number ``text`` holds if it is finite, else None."""
+  try:
+    value = float(text)
+  except ValueError:
+    return None
+  return value if math.isfinite(value) else None
+
+
 def _cond_mix(text: str) -> list[tuple[str, float]]:
   """``name=weight,...`` -> [(name, weight)]."""
   pairs = []
   for item in text.split(","):
     name, sep, weight = item.partition("=")
-    try:
-      value = float(weight)
-    except ValueError:
-      value = None
-    if not sep or not name or value is None or not math.isfinite(value):
+    value = _finite(weight)
+    if not sep or not name or value is None:
       raise SystemExit(f"error: --cond-mix {text!r}: give name=weight pairs "
                        "with finite weights, comma-separated, e.g. "
                        "happy=0.5,sad=0.5")
@@ -68,6 +78,29 @@ def _cond_mix(text: str) -> list[tuple[str, float]]:
   if len({n for n, _ in pairs}) < len(pairs):
     raise SystemExit(f"error: --cond-mix {text!r} names a class twice")
   return pairs
+
+
+def _cond_schedule(text: str) -> list[tuple[float, list[tuple[str, float]]]]:
+  """``happy@0,sad@10,space=0.5+creepy=0.5@20`` -> [(seconds, [(name,
+  weight)])], keyframes in strictly increasing time from 0 or later."""
+  keyframes = []
+  for item in text.split(","):
+    key, sep, when = item.rpartition("@")
+    seconds = _finite(when)
+    pairs = [(name, _finite(weight) if has_weight else 1.0)
+             for name, has_weight, weight in (part.partition("=")
+                                              for part in key.split("+"))]
+    if (not sep or not key or seconds is None or seconds < 0
+        or not all(n and w is not None for n, w in pairs)):
+      raise SystemExit(f"error: --cond-schedule {text!r}: give class@seconds "
+                       "keyframes, comma-separated, e.g. happy@0,sad@10 (a "
+                       "keyframe may be a mix: happy=0.5+sad=0.5@5)")
+    keyframes.append((seconds, pairs))
+  times = [t for t, _ in keyframes]
+  if any(b <= a for a, b in zip(times, times[1:])):
+    raise SystemExit(f"error: --cond-schedule {text!r}: the keyframes' "
+                     "times must increase")
+  return keyframes
 
 
 def _checked(values: list[float], flag: str, positive: bool = False):
@@ -125,9 +158,10 @@ def _per_output(values: list[float], n_out: int, flag: str) -> list[float]:
 
 
 def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
-               guidances=(1.0,), cond_mixes=()):
-  """One Row per output: each condition (class name, vector or mix of
-  classes) times ``num``."""
+               guidances=(1.0,), cond_mixes=(), cond_schedules=(),
+               morph="linear"):
+  """One Row per output: each condition (class name, vector, mix of classes
+  or morph) times ``num``."""
   class_names = list(config.data.class_names)
   cond_dim = config.model.cond_dim
 
@@ -140,7 +174,11 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
     vector[class_names.index(name)] = 1.0
     return tuple(vector)
 
-  conds = [(name, one_hot(name), ()) for name in cond_names]
+  def weighted(pairs):
+    return tuple(sum(w * one_hot(n)[j] for n, w in pairs)
+                 for j in range(cond_dim))
+
+  conds = [(name, one_hot(name), (), ()) for name in cond_names]
   for vector in cond_vectors:
     if len(vector) != cond_dim:
       names = list(config.data.cond_names) or class_names
@@ -150,25 +188,31 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
                                         else ""))
     _check_vector(config, vector, ",".join(f"{v:g}" for v in vector))
     conds.append(("mix-" + "-".join(f"{v:g}" for v in vector), tuple(vector),
-                  ()))
+                  (), ()))
   for pairs in cond_mixes:
     mix = tuple((name, w, one_hot(name)) for name, w in pairs)
-    weighted = tuple(sum(w * v[j] for _, w, v in mix) for j in range(cond_dim))
-    conds.append(("+".join(f"{name}{w:g}" for name, w in pairs), weighted,
-                  mix))
+    conds.append(("+".join(f"{name}{w:g}" for name, w in pairs),
+                  weighted(pairs), mix, ()))
+  for keyframes in cond_schedules:
+    schedule = tuple((t, weighted(pairs)) for t, pairs in keyframes)
+    name = "-".join("+".join(f"{n}{w:g}" if len(pairs) > 1 else n
+                             for n, w in pairs) + f"@{t:g}s"
+                    for t, pairs in keyframes)
+    conds.append((f"morph-{morph}-{name}", schedule[0][1], (), schedule))
   if not conds:
-    conds = ([(n, tuple(float(i == j) for j in range(cond_dim)), ())
+    conds = ([(n, tuple(float(i == j) for j in range(cond_dim)), (), ())
               for i, n in enumerate(class_names)] if cond_dim else
-             [("uncond", (), ())])
+             [("uncond", (), (), ())])
   n_out = len(conds) * num
   temps = _per_output(_checked(temperatures, "--temperature", True), n_out,
                       "--temperature")
   scales = _per_output(_checked(list(guidances), "--guidance"), n_out,
                        "--guidance")
   rows = []
-  for i, (name, vector, mix) in enumerate(c for c in conds
-                                          for _ in range(num)):
-    rows.append(outputs.Row(name, vector, seed + i, temps[i], scales[i], mix))
+  for i, (name, vector, mix, schedule) in enumerate(c for c in conds
+                                                    for _ in range(num)):
+    rows.append(outputs.Row(name, vector, seed + i, temps[i], scales[i], mix,
+                            schedule, morph))
   return rows
 
 
@@ -213,6 +257,14 @@ def main(argv=None) -> int:
   p.add_argument("--cond-mix", action="append", default=[],
                  help="a product of experts of classes, name=weight,... such "
                  "as space=0.5,creepy=0.5 (repeatable)")
+  p.add_argument("--cond-schedule", action="append", default=[],
+                 help="a morph: class@seconds keyframes such as "
+                 "happy@0,sad@10,space@20 (a keyframe may be a mix: "
+                 "happy=0.5+sad=0.5@5); writes class_probabilities.png "
+                 "(repeatable)")
+  p.add_argument("--morph", choices=outputs.MORPHS, default="linear",
+                 help="between keyframes: interpolate the condition vector "
+                 "or hold the last keyframe's")
   p.add_argument("--num", type=int, default=1, help="outputs per condition")
   p.add_argument("--seconds", type=float, default=4.0)
   # The sampling settings default to the run's config.sample (the recipe's
@@ -259,7 +311,9 @@ def main(argv=None) -> int:
                       [_floats(v) for v in args.cond_vector], args.num,
                       args.seed, _floats(settings["temperature"]),
                       _floats(settings["guidance"]),
-                      [_cond_mix(m) for m in args.cond_mix])
+                      [_cond_mix(m) for m in args.cond_mix],
+                      [_cond_schedule(c) for c in args.cond_schedule],
+                      args.morph)
     guided = any(r.guided for r in rows)
     options = sampling.SamplingOptions(
         settings["top_k"], settings["top_p"], settings["min_p"],
@@ -288,8 +342,12 @@ def main(argv=None) -> int:
                 "config_sha256": hashlib.sha256(
                     configlib.to_json(config).encode()).hexdigest(),
                 "prime": args.prime}
+    # The rows are split over every visible device (the crash guard rewinds
+    # rows one by one, on one device).
+    mesh = (sharding.make_mesh() if jax.device_count() > 1
+            and not settings["crash_guard"] else None)
     paths = outputs.generate_to_files(
-        sampling.Generator(graphdef, params), rows, args.seconds,
+        sampling.Generator(graphdef, params, mesh), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
         metadata, guard=(crash_guard.CrashGuard(sample_rate)
                          if settings["crash_guard"] else None),
@@ -300,4 +358,39 @@ def main(argv=None) -> int:
   for path in paths:
     print(path)
   print(os.path.join(out, "spectrograms.png"))
+  morphs = [(p, r) for p, r in zip(paths, rows) if r.schedule]
+  if morphs:
+    figure = os.path.join(out, "class_probabilities.png")
+    try:
+      judge_morphs(config, morphs, figure)
+      print(figure)
+    except (data.DatasetError, ValueError, OSError) as e:
+      print(f"warning: no class_probabilities.png: the judge needs the run's "
+            f"dataset ({e})", file=sys.stderr)
   return 0
+
+
+def judge_morphs(config, morphs, png_path: str) -> None:
+  """Plots, per morph, the class probabilities over time that the plain
+  judge of ``audio_eval`` (trained on the run's train split, as the model
+  hears it) gives each segment, with the keyframes marked."""
+  from csrnn_jax import audio_eval  # pylint: disable=import-outside-toplevel
+  from csrnn_jax import plots  # pylint: disable=import-outside-toplevel
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  m = config.model
+  train = audio_eval.load_dataset_clips(config.data.dataset_dir, "train",
+                                        m.q_levels, m.quantization,
+                                        m.preemphasis)
+  names = list(config.data.class_names)
+  sr = config.data.sample_rate
+  judge = audio_eval.ConditionClassifier(names).fit(
+      [audio_eval.segment_features(c.wave_T, sr) for c in train],
+      [c.label for c in train])
+  curves = []
+  for path, row in morphs:
+    wave_T, _ = sf.read(path, dtype="float32")
+    probs_SxK = judge.segment_probs(audio_eval.segment_features(wave_T, sr))
+    curves.append((os.path.basename(path)[:-4], probs_SxK,
+                   len(wave_T) / sr / len(probs_SxK),
+                   [t for t, _ in row.schedule]))
+  plots.class_probabilities(curves, names, png_path)
