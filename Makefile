@@ -1,6 +1,8 @@
 # `make test` and `make demo` work on a fresh machine with Python 3.11+ and pip:
 # they create .venv (unless a virtual environment is already active), install
-# the package with what they need, then run.
+# the package with what they need, pinned to the tested versions in
+# requirements-lock.txt (`make install LOCK=` takes the newest that the
+# package's ranges allow), then run.
 PYTHON ?= python3
 ifdef VIRTUAL_ENV
   PY := python
@@ -15,10 +17,12 @@ endif
 DEMO_DATA := data/demo_prepared
 DEMO_RUN := runs/demo
 
-$(STAMP): setup.cfg pyproject.toml
+LOCK ?= requirements-lock.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	@[ -n "$(VIRTUAL_ENV)" ] || [ -x .venv/bin/python ] || $(PYTHON) -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' $(if $(LOCK),-c $(LOCK))
 	@touch $@
 
 install: $(STAMP)
