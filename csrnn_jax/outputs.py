@@ -63,6 +63,14 @@ class Row:
     sampling's, bit for bit."""
     return self.guidance != 1.0 or bool(self.mix)
 
+  @property
+  def null_weight(self) -> float:
+    """The null condition's coefficient in the guided sum, ``1 - s sum_i
+    w_i``: 0 when it cancels (plain rows, and mixes whose weights sum to 1
+    at s = 1), so the audio does not depend on the null condition."""
+    weights = [w for _, w, _ in self.mix] if self.mix else [1.0]
+    return 1.0 - self.guidance * sum(weights)
+
 
 def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
               start: str = "h0", guarded: bool = False) -> str:

@@ -318,7 +318,8 @@ def main(argv=None) -> int:
     options = sampling.SamplingOptions(
         settings["top_k"], settings["top_p"], settings["min_p"],
         settings["typical_p"], guide=settings["guide"] if guided else "off")
-    if guided and not config.train.cond_dropout:
+    if (not config.train.cond_dropout
+        and any(abs(r.null_weight) > 1e-6 for r in rows)):
       print("warning: this model was trained without condition dropout "
             "(train.cond_dropout=0): its null condition was never trained, "
             "so guidance contrasts the condition with an input it never saw",

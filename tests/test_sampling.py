@@ -425,6 +425,11 @@ def test_sample_cli_guidance_and_cond_mix(trained_run, tmp_path, capsys):
   assert code == 0
   err = capsys.readouterr().err
   assert err.count("warning:") == 1 and "cond_dropout=0" in err
+  # A mix whose weights sum to 1 at s = 1 never reads the null condition.
+  assert sample_cli.main([
+      f"--workdir={trained_run}", "--cond-mix", "bells=0.25,wind=0.75",
+      "--seconds", "0.02", "--out", str(tmp_path / "mean")]) == 0
+  assert "warning:" not in capsys.readouterr().err
   wavs = sorted(w.name for w in out.glob("*.wav"))
   # The plain row of a guided batch is plain sampling: no guidance suffix.
   assert wavs == ["bells0.5+wind0.5_seed1_t1_g3_minp0.01.wav",
