@@ -2,8 +2,11 @@
 ``csrnn-train``): flags -> ``trainer.train_and_evaluate``.
 
 ``--config`` takes a config file, or a bare name (``ambient``, ``ambient.py``)
-looked up in ./configs and in the configs/ folder beside this package's
-checkout; ``--config.train.batch_size=16`` style flags override its values.
+looked up in ./configs, in the configs shipped inside the package and in the
+configs/ folder beside this package's checkout; ``--config.train.batch_size=16``
+style flags override its values. ``--help`` lists the flags and every config
+key with its value and meaning (``config_doc``); ``--print_config`` shows the
+resolved config and exits.
 
 Training is data parallel over every visible device. ``--multihost`` joins
 several processes (one per host) first: ``jax.distributed.initialize`` with
@@ -16,6 +19,7 @@ interrupted by SIGINT/SIGTERM after saving a checkpoint: rerun to resume.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -44,12 +48,25 @@ _PROCESS_ID = flags.DEFINE_integer(
 _ACCEPT_DATASET_CHANGE = flags.DEFINE_bool(
     "accept_dataset_change", False, "resume even though the dataset's "
     "manifest differs from the one the run was trained on")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "print the config (after the --config.KEY=VALUE "
+    "overrides) as JSON and exit without training")
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = os.EX_TEMPFAIL  # 75: stopped by a signal, resumable
 
-CONFIG_DIRS = ("configs", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# ./configs, the copy installed inside the package, the checkout's configs/.
+CONFIG_DIRS = ("configs", os.path.join(_PACKAGE, "configs"),
+               os.path.join(os.path.dirname(_PACKAGE), "configs"))
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort")
+
+
+def known_configs() -> list[str]:
+  """The bare config names that --config resolves."""
+  return sorted({f[:-3] for d in CONFIG_DIRS if os.path.isdir(d)
+                 for f in os.listdir(d)
+                 if f.endswith(".py") and not f.startswith("_")})
 
 
 def resolve_config_path(value: str) -> str:
@@ -62,10 +79,50 @@ def resolve_config_path(value: str) -> str:
     candidate = os.path.join(folder, os.path.basename(name))
     if os.path.exists(candidate):
       return candidate + (":" + override if override else "")
-  known = sorted({f[:-3] for d in CONFIG_DIRS if os.path.isdir(d)
-                  for f in os.listdir(d) if f.endswith(".py")})
   raise SystemExit(f"error: no config file {value!r}; known configs: "
-                   f"{', '.join(known)}")
+                   f"{', '.join(known_configs())}")
+
+
+def _config_value(argv: list[str]) -> str | None:
+  """The --config flag's value in ``argv``, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config_file(path: str):
+  spec = importlib.util.spec_from_file_location("config_file",
+                                                path.partition(":")[0])
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def help_text(config_path: str | None = None) -> str:
+  """The flags and every config key, with ``config_path``'s values (default:
+  ``configlib.base_config()``'s)."""
+  from csrnn_jax import config_doc  # pylint: disable=import-outside-toplevel
+  module_flags = flags.FLAGS.module_help(sys.modules[__name__])
+  keys_of = (f"the values of {config_path}" if config_path
+             else "the defaults of configlib.base_config()")
+  config = _load_config_file(config_path) if config_path else None
+  return "\n".join([
+      "usage: python train.py --config CONFIG [--workdir DIR] "
+      "[--config.KEY=VALUE ...]",
+      "",
+      "Trains a Conditional SampleRNN run, or resumes the one in --workdir.",
+      f"CONFIG: a config file or one of {', '.join(known_configs())}.",
+      "Exit status: 0 finished, 2 an error, 75 stopped by Ctrl-C or SIGTERM "
+      "(rerun to resume).",
+      "",
+      "flags (absl's own: --helpfull):",
+      module_flags.split("\n", 2)[2].rstrip(),
+      "",
+      f"config keys, set with --config.KEY=VALUE ({keys_of}):",
+      config_doc.describe(config), ""])
 
 
 def _rewrite_config_flag(argv: list[str]) -> list[str]:
@@ -105,6 +162,12 @@ def _silence_stderr():
 
 def _main(argv):
   del argv
+  if _PRINT_CONFIG.value:
+    from csrnn_jax import configlib  # pylint: disable=import-outside-toplevel
+    print(f"config file: {flags.FLAGS['config'].config_filename}",
+          file=sys.stderr)
+    print(configlib.to_json(configlib.validate(_CONFIG.value)))
+    return 0
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   import jax  # after flags: keeps --help fast
@@ -133,5 +196,13 @@ def _main(argv):
 
 def main():
   argv = _rewrite_config_flag(sys.argv)
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(help_text(_config_value(argv)))
+    sys.exit(0)
+  if _config_value(argv) is None:
+    print("error: give --config CONFIG: a config file or one of "
+          f"{', '.join(known_configs())} (python train.py --help lists the "
+          "flags and every config key)", file=sys.stderr)
+    sys.exit(EXIT_ERROR)
   _check_overrides(argv)
   app.run(_main, argv=argv)
