@@ -5,9 +5,10 @@ and ``checkpoints/<step>/`` with three items: ``params`` and ``opt_state``
 (array trees) and ``meta`` (JSON: step, RNG key, data-stream position). Saves
 happen at chunk-batch boundaries; Orbax writes to a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous
-checkpoint intact. Kept: the last ``keep`` and the best by the validation NLL
-that each checkpoint's ``meta`` records (``KeepLatestAndBest``), so the best
-survives any number of restarts. A checkpoint that cannot be read is named;
+checkpoint intact. Kept: the last ``keep``, the best by the validation NLL
+and every step the trainer wrote samples at, as each checkpoint's ``meta``
+records them (``KeepLatestBestAndSampled``), so the best survives any number
+of restarts and the checkpoint behind a sample one liked is there to use. A checkpoint that cannot be read is named;
 "latest" then falls back to the newest intact one. Everything is restored
 from the workdir alone: the config gives the shapes.
 
@@ -35,6 +36,7 @@ from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
 
 BEST_METRIC = "valid_bits"
+SAMPLED = "sampled"  # meta: the trainer wrote samples from this checkpoint
 LOCK_FILE = "train.lock"
 DAMAGED_SUFFIX = ".damaged"
 
@@ -77,21 +79,22 @@ def best_of(valid_bits: dict) -> int | None:
   return min(scored)[1] if scored else None
 
 
-class KeepLatestAndBest:
-  """Orbax preservation policy: the last ``keep`` steps on disk and the one
-  with the lowest validation NLL, read from ``valid_bits`` ({step: bits or
-  None}, kept by the Checkpointer from every checkpoint's meta), not from
-  Orbax's in-memory metrics, which a restart forgets."""
+class KeepLatestBestAndSampled:
+  """Orbax preservation policy: the last ``keep`` steps on disk, the one with
+  the lowest validation NLL and the sampled ones, read from ``valid_bits``
+  ({step: bits or None}) and ``sampled`` (a set of steps), which the
+  Checkpointer keeps from every checkpoint's meta, not from Orbax's
+  in-memory metrics, which a restart forgets."""
 
-  def __init__(self, keep: int, valid_bits: dict):
-    self.keep, self.valid_bits = max(keep, 1), valid_bits
+  def __init__(self, keep: int, valid_bits: dict, sampled: set):
+    self.keep, self.valid_bits, self.sampled = max(keep, 1), valid_bits, sampled
 
   def should_preserve(self, checkpoints, *, context):
     del context
     steps = [c.step for c in checkpoints]
     latest = set(sorted(steps)[-self.keep:])
     best = best_of({s: self.valid_bits.get(s) for s in steps})
-    return [s in latest or s == best for s in steps]
+    return [s in latest or s == best or s in self.sampled for s in steps]
 
 
 def _reason(error: Exception) -> str:
@@ -106,32 +109,38 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.valid_bits = {}  # step -> the validation NLL its meta records
+    self.sampled = set()  # steps whose meta says samples were written
     self.damaged = []  # steps that ``restore`` skipped
     self.manager = ocp.CheckpointManager(
         self.directory,
         item_names=("params", "opt_state", "meta"),
         options=ocp.CheckpointManagerOptions(
-            preservation_policy=KeepLatestAndBest(keep, self.valid_bits),
+            preservation_policy=KeepLatestBestAndSampled(
+                keep, self.valid_bits, self.sampled),
             enable_async_checkpointing=False, create=True))
     for step in self.manager.all_steps():
-      self.valid_bits[step] = self._recorded_bits(step)
-
-  def _recorded_bits(self, step: int) -> float | None:
-    try:
-      return self.read_meta(step).get(BEST_METRIC)
-    except Exception:  # pylint: disable=broad-except
-      return None  # an unreadable meta ranks nowhere (restore names it)
+      try:
+        meta = self.read_meta(step)
+      except Exception:  # pylint: disable=broad-except
+        meta = {}  # an unreadable meta ranks nowhere (restore names it)
+      self.valid_bits[step] = meta.get(BEST_METRIC)
+      if meta.get(SAMPLED):
+        self.sampled.add(step)
 
   def save(self, step: int, params, opt_state, meta: dict,
-           valid_bits: float | None = None):
-    """Writes one checkpoint (blocking). ``valid_bits`` ranks it for "best"."""
+           valid_bits: float | None = None, sampled: bool = False):
+    """Writes one checkpoint (blocking). ``valid_bits`` ranks it for "best";
+    ``sampled`` keeps it for good (samples are written from it)."""
     valid_bits = None if valid_bits is None else float(valid_bits)
-    meta = {**meta, "step": int(step), BEST_METRIC: valid_bits}
+    meta = {**meta, "step": int(step), BEST_METRIC: valid_bits,
+            SAMPLED: bool(sampled)}
     args = {"params": ocp.args.StandardSave(_to_orbax(params)),
             "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
       args["opt_state"] = ocp.args.StandardSave(opt_state)
     self.valid_bits[int(step)] = valid_bits
+    if sampled:
+      self.sampled.add(int(step))
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
     self.manager.wait_until_finished()
 

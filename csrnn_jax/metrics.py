@@ -1,5 +1,7 @@
 """Run metrics as JSON lines (``metrics.jsonl``), mirrored to TensorBoard
-when tensorboardX is installed and asked for.
+(``<workdir>/tensorboard``: the scalars, and each set of periodic samples as
+audio and its spectrograms as an image) when asked for; without tensorboardX
+that is one warning per process, and the JSON lines alone.
 
 Each line is ``{"step": int, "kind": "train" | "valid" | ..., ...numbers}``.
 On resume, lines past the restored step are dropped first: a run killed after
@@ -11,8 +13,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 LN2 = math.log(2.0)
+TENSORBOARD_MISSING = (
+    "warning: train.tensorboard is on but tensorboardX is not installed, so "
+    "nothing goes to TensorBoard (metrics.jsonl and loss_curve.png are still "
+    "written); pip install tensorboardX tensorboard (the package's "
+    "'tensorboard' extra), or set --config.train.tensorboard=False")
+_warned = []  # TENSORBOARD_MISSING once per process
 
 
 def read(path: str) -> list[dict]:
@@ -44,8 +53,11 @@ class MetricsWriter:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       except ImportError:
+        if not _warned:
+          print(TENSORBOARD_MISSING, file=sys.stderr, flush=True)
+          _warned.append(True)
         return
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -60,6 +72,22 @@ class MetricsWriter:
         if isinstance(value, (int, float)):
           self.tb.add_scalar(f"{kind}/{key}", value, step)
       self.tb.flush()
+
+  def write_samples(self, step: int, wavs: dict[str, str],
+                    image_path: str) -> None:
+    """A set of samples to TensorBoard: each wav of {tag: path} as audio,
+    the PNG (their spectrograms) as an image."""
+    if self.tb is None:
+      return
+    import matplotlib.image  # pylint: disable=import-outside-toplevel
+    import soundfile as sf  # pylint: disable=import-outside-toplevel
+    for tag, path in wavs.items():
+      wave_T, sample_rate = sf.read(path, dtype="float32")
+      self.tb.add_audio(tag, wave_T, step, sample_rate=sample_rate)
+    image_HxWxC = matplotlib.image.imread(image_path)
+    self.tb.add_image("samples/spectrograms", image_HxWxC, step,
+                      dataformats="HWC")
+    self.tb.flush()
 
   def close(self) -> None:
     if self.tb is not None:

@@ -194,8 +194,11 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
                       start: str = "h0", segment_seconds: float = 4.0,
                       metadata: dict | None = None,
                       progress: bool = True, guard=None,
-                      overwrite: bool = False) -> list[str]:
+                      overwrite: bool = False,
+                      name_prefix: str = "") -> list[str]:
   """Writes the rows' audio to ``out_dir``; returns the wav paths.
+
+  name_prefix: put before every file name (the trainer's ``step<N>_``).
 
   guard: a ``crash_guard.CrashGuard`` to generate with rewinds (then its own
   segment length applies); its rewinds go into the sidecars. Raises
@@ -208,8 +211,8 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   if not num_samples >= 1:
     raise ValueError(f"seconds={seconds} is no sample at {sample_rate} Hz; "
                      "give a length > 0")
-  stems = [file_stem(r, options, prime_P, start, guard is not None)
-           for r in rows]
+  stems = [name_prefix + file_stem(r, options, prime_P, start,
+                                  guard is not None) for r in rows]
   paths = [os.path.join(out_dir, stem + ".wav") for stem in stems]
   sidecars = [settings(r, options, start, prime_P is not None, seconds,
                        sample_rate, metadata) for r in rows]

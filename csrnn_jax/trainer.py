@@ -20,7 +20,6 @@ Training is data parallel over every device (of every process) unless a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import functools
 import math
@@ -28,17 +27,18 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from csrnn_jax import augment as augment_lib
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
+from csrnn_jax import console
 from csrnn_jax import data as data_lib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
@@ -60,6 +60,9 @@ EXPLODED_LOSS_FACTOR = 2.0
 # Failed writes that leave the run directory as it was before the write.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                   errno.EPERM, errno.EFBIG)
+# The trainer's periodic samples: <workdir>/train_samples/step<N>/, apart
+# from sample.py's default <workdir>/samples/step<N>/.
+TRAIN_SAMPLES = "train_samples"
 
 
 class TrainingDiverged(FloatingPointError):
@@ -257,13 +260,65 @@ def check_compatible(saved, config, workdir: str) -> None:
           "with another --workdir.")
 
 
-@dataclasses.dataclass
-class _StopFlag:
-  """Set by SIGINT/SIGTERM; the loop saves a checkpoint and returns."""
-  signum: int | None = None
+class Abandoned(Exception):
+  """A signal cut short what was running (see ``_Stop``)."""
+
+
+class _Stop:
+  """The SIGINT/SIGTERM handler. The first signal stops the run after the
+  chunk batch in progress: it is saved, and a validation or samples in
+  progress or due are dropped. A second signal drops the chunk batch in
+  progress too: the run keeps its last checkpoint. Each block a signal may
+  cut short runs in ``abandonable(n)``: the n-th signal raises ``Abandoned``
+  there."""
+
+  def __init__(self, progress: console.Progress):
+    self.signum, self.count, self.progress = None, 0, progress
+    self.abandon_at = None  # the count that raises inside ``abandonable``
 
   def __call__(self, signum, frame):
-    self.signum = signum
+    del frame
+    self.signum, self.count = signum, self.count + 1
+    name = signal.Signals(signum).name
+    abandon = self.abandon_at is not None and self.count >= self.abandon_at
+    if self.count == 1:
+      self.progress.note_now(
+          f"{name} received: stopping after this chunk batch and saving it "
+          f"(no validation or samples); {name} again stops sooner, from the "
+          "last checkpoint")
+    else:
+      self.progress.note_now(f"{name} again: stopping " + (
+          "now" if abandon else "once the checkpoint being written is saved"))
+    if abandon:
+      raise Abandoned(name)
+
+  @contextlib.contextmanager
+  def abandonable(self, at: int | None):
+    """Runs the block so that signal number ``at`` (None: none) cuts it
+    short with ``Abandoned``."""
+    if at is not None and self.count >= at:
+      raise Abandoned(signal.Signals(self.signum).name)
+    self.abandon_at = at
+    try:
+      yield
+    finally:
+      self.abandon_at = None
+
+
+def _wait(tree) -> None:
+  """Blocks until ``tree``'s arrays are computed, so that a signal handler
+  can run meanwhile (in ``block_until_ready`` itself Python runs no handler
+  until the whole chunk batch is done)."""
+  ready = threading.Event()
+
+  def wait():
+    try:
+      jax.block_until_ready(tree)
+    finally:  # an error shows again when the arrays are read
+      ready.set()
+
+  threading.Thread(target=wait, daemon=True).start()
+  ready.wait()
 
 
 def _install_signal_handlers(flag):
@@ -322,6 +377,8 @@ def _prepare_run(config, workdir, mesh, accept_dataset_change):
         workdir, config.data.dataset_dir, saved.data.dataset_dir,
         accept=accept_dataset_change, accept_flag="--accept_dataset_change",
         dir_flag="data.dataset_dir")
+  # Resolved, so that evaluate and sample.py find it from any folder.
+  config.data.dataset_dir = os.path.abspath(config.data.dataset_dir)
   if jax.process_index() == 0:  # atomic: other hosts may be reading it
     with open(config_path + ".tmp", "w") as f:
       f.write(configlib.to_json(config))
@@ -388,7 +445,8 @@ def _storage_errno(error: Exception) -> int | None:
 def write_samples(config, mcfg, graphdef, params, workdir: str,
                   step: int) -> list[str]:
   """One clip per class (or one unconditional clip) with the generator that
-  sample.py uses, into <workdir>/samples/step<N>/."""
+  sample.py uses, into <workdir>/train_samples/step<N>/ as
+  step<N>_<class>_seed<seed>_t1.wav."""
   names = list(config.data.class_names) if mcfg.cond_dim else []
   if mcfg.cond_dim and len(names) != mcfg.cond_dim:
     names = []  # vector conditioning: no class to name, use the zero vector
@@ -399,8 +457,21 @@ def write_samples(config, mcfg, graphdef, params, workdir: str,
   return outputs.generate_to_files(
       sampling.Generator(graphdef, params), rows, config.train.sample_seconds,
       config.data.sample_rate,
-      os.path.join(workdir, "samples", f"step{step}"),
-      metadata={"checkpoint_step": step}, progress=False)
+      os.path.join(workdir, TRAIN_SAMPLES, f"step{step}"),
+      metadata={"checkpoint_step": step}, progress=False,
+      name_prefix=f"step{step}_")
+
+
+def _remove_unused(workdir: str) -> None:
+  """Removes a run directory that a failed start created and left holding
+  nothing but its lock file."""
+  try:
+    if set(os.listdir(workdir)) <= {checkpoint_lib.LOCK_FILE}:
+      for name in os.listdir(workdir):
+        os.remove(os.path.join(workdir, name))
+      os.rmdir(workdir)
+  except OSError:
+    pass  # another process is using it: leave it
 
 
 def train_and_evaluate(config, workdir: str | None = None, mesh=None,
@@ -420,14 +491,21 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None,
   """
   workdir = resolve_workdir(config, workdir)
   configlib.validate(config)
+  if not config.data.dataset_dir:
+    raise ValueError("data.dataset_dir is not set: give "
+                     "--config.data.dataset_dir=DATA, a folder written by "
+                     "csrnn-prepare")
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
   saved = {"step": None}  # the newest checkpoint known intact, for messages
+  created = not os.path.exists(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
     with (checkpoint_lib.workdir_lock(workdir) if jax.process_index() == 0
           else contextlib.nullcontext()):
       return _train(config, workdir, mesh, accept_dataset_change, saved)
   except Exception as e:  # pylint: disable=broad-except
+    if created and jax.process_index() == 0:
+      _remove_unused(workdir)
     code = _storage_errno(e)
     if code is None or isinstance(e, StorageError):
       raise
@@ -480,37 +558,45 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid", mesh)
   chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows,
                                mesh, augment_lib.make(t))
-  stop = _StopFlag()
+  progress = console.Progress(t.num_steps, step, is_main)
+  stop = _Stop(progress)
   previous_handlers = _install_signal_handlers(stop)
+  # With several processes a validation is collective: it runs to its end
+  # on every process, and the run stops after it.
+  drop_validation_at = 1 if jax.process_count() == 1 else None
 
-  def save(valid_bits=None):
+  def save(valid_bits=None, sampled=False):
     meta = {"rng": np.asarray(jax.random.key_data(rng)).tolist(),
             "data_position": stream.position(), "early_stop": plateau}
-    ckpt.save(step, params, opt_state, meta, valid_bits)
+    ckpt.save(step, params, opt_state, meta, valid_bits, sampled)
     saved["step"] = step
+    progress.note(f"step {step}: checkpoint saved"
+                  + (" (kept: samples come from it)" if sampled else ""))
 
   last, compiled, done = {}, False, step >= t.num_steps
   stopped_early = early_stop_update(plateau, None, step, t)  # resumed, done
   done = done or stopped_early
-  bar = tqdm(total=t.num_steps, initial=min(step, t.num_steps), unit="step",
-             disable=not is_main, dynamic_ncols=True)
+  unsaved = False  # a finished chunk batch that no checkpoint holds yet
   try:
     while not done:
-      batch = next(stream)  # this process's rows of the global batch
-      windows_NxBxW = sharding_lib.assemble_batch_rows(
-          data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
-      cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
-          (batch.cond_BxC, batch.mask_B), mesh)
-      key = jax.random.fold_in(rng, step)  # this chunk batch's windows' keys
-      if t.scan_windows and not compiled:
-        start = time.perf_counter()  # compile once, ahead of time, to time it
-        chunk_step = chunk_step.lower(
-            params, opt_state, windows_NxBxW, cond_BxC, mask_B, key).compile()
-        compiled = True
-        log.write(step, "compile", {"seconds": time.perf_counter() - start})
-      start = time.perf_counter()
-      params, opt_state, metrics = chunk_step(
-          params, opt_state, windows_NxBxW, cond_BxC, mask_B, key)
+      unsaved = False  # the chunk step donates the state it starts from
+      with stop.abandonable(2):  # a second signal drops this chunk batch
+        batch = next(stream)  # this process's rows of the global batch
+        windows_NxBxW = sharding_lib.assemble_batch_rows(
+            data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
+        cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
+            (batch.cond_BxC, batch.mask_B), mesh)
+        key = jax.random.fold_in(rng, step)  # this chunk batch's windows' keys
+        if t.scan_windows and not compiled:
+          start = time.perf_counter()  # compile once, ahead of time, to time it
+          chunk_step = chunk_step.lower(
+              params, opt_state, windows_NxBxW, cond_BxC, mask_B, key).compile()
+          compiled = True
+          log.write(step, "compile", {"seconds": time.perf_counter() - start})
+        start = time.perf_counter()
+        params, opt_state, metrics = chunk_step(
+            params, opt_state, windows_NxBxW, cond_BxC, mask_B, key)
+        _wait(metrics)
       bits_N = np.asarray(metrics["bits"])
       seconds = time.perf_counter() - start
       why = divergence(bits_N, metrics["grad_norm"],
@@ -524,27 +610,30 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
             f"{why} in the chunk batch after step {step}. The run stopped "
             f"without saving; {good}. Lower train.learning_rate or use "
             "train.clip='global_norm', then rerun to resume from it.")
-      before, step = step, step + len(bits_N)
+      before, step, unsaved = step, step + len(bits_N), True
       samples = int(np.sum(batch.mask_B)) * t.seq_len * len(bits_N)
       last = {"bits": float(bits_N.mean()),
               "grad_norm": float(np.asarray(metrics["grad_norm"]).mean()),
               "samples_per_sec": samples * jax.process_count() / seconds,
               "seconds": seconds}
       log.write(step, "train", last)
-      bar.update(min(step, t.num_steps) - min(before, t.num_steps))
-      bar.set_postfix(bits=f"{last['bits']:.3f}",
-                      sps=f"{last['samples_per_sec']:.0f}")
+      progress.update(step, last["bits"], last["samples_per_sec"])
       # Every process leaves together, even if a signal reached only some.
-      done = (step >= t.num_steps
-              or sharding_lib.any_process(stop.signum is not None))
+      stopping = sharding_lib.any_process(stop.signum is not None)
+      done = step >= t.num_steps or stopping
       valid_bits = None
-      if _crossed(before, step, t.eval_every) or (done and t.eval_every):
-        result = valid.run(params)
+      if not stopping and (_crossed(before, step, t.eval_every)
+                           or (done and t.eval_every)):
+        with stop.abandonable(drop_validation_at):
+          result = valid.run(params)
         valid_bits = result["bits"]
         log.write(step, "valid", {"bits": valid_bits,
                                   **{f"bits/{k}": v for k, v in
                                      result["per_class"].items()}})
         last["valid_bits"] = valid_bits
+        progress.note(f"step {step}: validation {valid_bits:.4f} bits/sample ("
+                      + ", ".join(f"{k} {v:.3f}" for k, v in
+                                  result["per_class"].items()) + ")")
         if early_stop_update(plateau, valid_bits, step, t):
           done = stopped_early = True
           log.write(step, "early_stop", {
@@ -554,16 +643,27 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
         if is_main:
           plots.loss_curves({config.name: metrics_lib.read(log.path)},
                             os.path.join(workdir, "loss_curve.png"))
+      sample_due = bool(t.sample_every) and stop.signum is None and (
+          _crossed(before, step, t.sample_every) or done)
       if (_crossed(before, step, t.checkpoint_every) or done
-          or valid_bits is not None):
-        save(valid_bits)
-      if is_main and (_crossed(before, step, t.sample_every)
-                      or (done and t.sample_every)):
-        write_samples(config, mcfg, graphdef, sharding_lib.local_copy(params),
-                      workdir, step)
+          or valid_bits is not None or sample_due):
+        save(valid_bits, sampled=sample_due)
+        unsaved = False
+      if is_main and sample_due:
+        with stop.abandonable(1):
+          paths = write_samples(config, mcfg, graphdef,
+                                sharding_lib.local_copy(params), workdir, step)
+        folder = os.path.dirname(paths[0])
+        log.write_samples(step, {
+            f"samples/{os.path.basename(p)[len(f'step{step}_'):-4]}": p
+            for p in paths}, os.path.join(folder, "spectrograms.png"))
+        progress.note(f"step {step}: {len(paths)} samples in {folder}")
+  except Abandoned:
+    if unsaved:  # a finished chunk batch: save it (consistent) and stop
+      save()
   finally:
     failing = sys.exc_info()[1] is not None
-    bar.close()
+    progress.close()
     log.close()
     stream.close()
     try:
@@ -574,8 +674,11 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
     for sig, handler in previous_handlers.items():
       signal.signal(sig, handler)
   if stop.signum is not None:
-    print(f"Stopped by signal {stop.signum}; checkpoint saved at step {step}. "
-          "Rerun the same command to resume.")
+    kept = (f"the latest checkpoint is at step {saved['step']}"
+            if saved["step"] is not None else "no checkpoint was saved")
+    print(f"Stopped by signal {stop.signum} "
+          f"({signal.Signals(stop.signum).name}); {kept}. Rerun the same "
+          "command to resume.")
   if stopped_early:
     print(f"Stopped early at step {step}: the validation NLL did not improve "
           f"for {plateau['since']} evaluations (train.early_stop_patience="

@@ -235,7 +235,7 @@ def test_two_processes_train_like_one(tiny_dataset, tmp_path):
   assert len([r for r in records if r["kind"] == "valid"]) == 1
   prov = (two_hosts / "provenance.json").read_text()
   assert '"process_count": 2' in prov and prov.count('"started"') == 1
-  assert len(list((two_hosts / "samples").glob("step*/*.wav"))) == 3
+  assert len(list((two_hosts / "train_samples").glob("step*/*.wav"))) == 3
 
 
 def test_generation_sharded_over_devices_equals_one_device():

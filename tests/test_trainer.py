@@ -81,9 +81,10 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
   assert prov["packages"]["jax"] == jax.__version__
   assert [r for r in records if r["kind"] == "compile"][0]["seconds"] > 0
   assert checkpoint_lib.Checkpointer(str(run)).latest_step() == result["step"]
-  samples = run / "samples" / f"step{result['step']}"
+  samples = run / "train_samples" / f"step{result['step']}"
   assert sorted(p.name for p in samples.glob("*.wav")) == [
-      "bells_seed0_t1.wav", "organ_seed1_t1.wav", "wind_seed2_t1.wav"]
+      f"step{result['step']}_{name}" for name in (
+          "bells_seed0_t1.wav", "organ_seed1_t1.wav", "wind_seed2_t1.wav")]
   assert (samples / "spectrograms.png").exists()
 
   assert evaluate.main(["--workdir", str(run), "--split", "test"]) == 0
