@@ -245,15 +245,37 @@ def _check_lengths(args) -> None:
                      "created if missing)")
 
 
+def condition_order(workdir: str | None) -> str | None:
+  """The names of a run's condition vector entries, in order (its
+  config.json's data.cond_names, else data.class_names: the dataset's
+  order, which --cond-vector follows), or None if it has none to read."""
+  try:
+    config = checkpoint_lib.read_config(workdir) if workdir else None
+  except (ValueError, FileNotFoundError):
+    return None
+  names = config and (list(config.data.cond_names)
+                      or list(config.data.class_names))
+  return ", ".join(names) if names else None
+
+
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="csrnn-sample",
-                              description=__doc__.split("\n\n")[0])
+  first = argparse.ArgumentParser(add_help=False)  # the run, for the help
+  first.add_argument("--workdir")
+  order = condition_order(first.parse_known_args(argv)[0].workdir)
+  p = argparse.ArgumentParser(
+      prog="csrnn-sample", description=__doc__.split("\n\n")[0],
+      epilog=(f"This run's condition vector order: {order}." if order else
+              "sample.py --workdir RUN --help prints RUN's condition vector "
+              "order."))
   p.add_argument("--workdir", required=True, help="a run directory")
   p.add_argument("--step", default="latest",
                  help="N (a step number), 'latest' or 'best'")
   p.add_argument("--cond", default="", help="class names, comma-separated")
   p.add_argument("--cond-vector", action="append", default=[],
-                 help="a condition vector such as 0,0,1,1 (repeatable)")
+                 help="a condition vector such as 0,0,1,1 (repeatable); its "
+                 "entries follow the run's order, data.cond_names or "
+                 "data.class_names in RUN/config.json (the dataset's, "
+                 "alphabetical for class folders), printed below")
   p.add_argument("--cond-mix", action="append", default=[],
                  help="a product of experts of classes, name=weight,... such "
                  "as space=0.5,creepy=0.5 (repeatable)")

@@ -73,3 +73,19 @@ def test_print_config_applies_overrides_and_trains_nothing(tmp_path):
   assert config.model.dim == 1024
   assert "configs/ambient.py" in done.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_sample_help_gives_the_condition_vector_order(tmp_path):
+  general = run(REPO / "sample.py", "--help")
+  assert general.returncode == 0, general.stderr
+  assert "data.class_names in RUN/config.json" in " ".join(
+      general.stdout.split())
+  assert "sample.py --workdir RUN --help prints RUN's condition vector order" \
+      in general.stdout
+  config = configlib.base_config()  # a run directory's config.json is enough
+  config.data.class_names = ("creepy", "happy", "sad", "space")
+  (tmp_path / "config.json").write_text(configlib.to_json(config))
+  of_run = run(REPO / "sample.py", "--workdir", tmp_path, "--help")
+  assert of_run.returncode == 0, of_run.stderr
+  assert ("This run's condition vector order: creepy, happy, sad, space."
+          in of_run.stdout)
