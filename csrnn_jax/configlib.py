@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
       cond_embed_dim=0,  # > 0: a learned linear condition embedding (no bias)
       preemphasis=0.0,  # noise shaping filter coefficient in [0, 1), e.g. 0.85
       compute_dtype="float32",  # matmul operands: float32 | bfloat16 (mixed)
+      matmul_precision="highest",  # highest (float32) | high | default (TF32)
   ))
   c.data = ml_collections.ConfigDict(dict(
       dataset_dir="",  # a folder written by csrnn-prepare

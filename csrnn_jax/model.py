@@ -15,6 +15,7 @@ Entry points on ``CSampleRNN`` (shapes in their docstrings):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -58,6 +59,7 @@ class ModelConfig:
   cond_embed_dim: int = 0  # > 0: a learned condition embedding of this size
   preemphasis: float = 0.0  # noise shaping (audio.encode / decode); 0 = off
   compute_dtype: str = "float32"  # matmul operands: float32 | bfloat16
+  matmul_precision: str = "highest"  # float32 matmuls: highest | high | default
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
@@ -90,6 +92,7 @@ class ModelConfig:
     audio.check_preemphasis(self.preemphasis)
     audio.check_quantization(self.quantization)
     numerics.check_compute_dtype(self.compute_dtype)
+    numerics.check_matmul_precision(self.matmul_precision)
     self._check_rnn_options()
     if self.gru_backend not in GRU_BACKENDS:
       raise ValueError(
@@ -132,8 +135,10 @@ class ModelConfig:
 
   @property
   def resolved_gru_backend(self) -> str:
-    """``auto`` is ``fused`` on every platform: the Pallas kernel is kept for
-    GPU/TPU experiments but has not been measured faster there."""
+    """``auto`` is the backend measured fastest: ``fused`` on the CPU
+    (``bench/RESULTS.md``). No GPU has been measured yet
+    (``bench/RESULTS_gpu.md``, written by ``bench/device_check.sh``), so on a
+    GPU too it stays ``fused`` until the Pallas kernel is measured faster."""
     return "fused" if self.gru_backend == "auto" else self.gru_backend
 
   @property
@@ -156,6 +161,17 @@ class ModelConfig:
     """r_k for frame tiers 2..K (bottom first): r_2 = FS(2), else FS(k)/FS(k-1)."""
     fs = self.frame_sizes
     return (fs[1],) + tuple(fs[k] // fs[k - 1] for k in range(2, len(fs)))
+
+
+def _in_matmul_precision(method):
+  """Runs a module's method under its model's ``matmul_precision``
+  (``numerics``): every matmul it traces, and the transposes autodiff takes
+  of them, carry that precision."""
+  @functools.wraps(method)
+  def run(self, *args, **kwargs):
+    with numerics.matmul_precision_scope(self.matmul_precision):
+      return method(self, *args, **kwargs)
+  return run
 
 
 def _uniform(rngs, shape, bound):
@@ -411,6 +427,7 @@ class SampleMLP(nnx.Module):
     fs1, q, dim = cfg.frame_sizes[0], cfg.q_levels, cfg.dim
     self.sample_input = cfg.sample_input
     self.compute_dtype = cfg.compute_dtype
+    self.matmul_precision = cfg.matmul_precision
     self.embedding = nnx.Param(jax.random.normal(rngs.params(), (q, q)))
     self.input = Weight(_kaiming_uniform(rngs, (fs1, q, dim), q * fs1),
                         cfg.weight_norm, keep_axis=2)
@@ -430,6 +447,7 @@ class SampleMLP(nnx.Module):
     tier 2's vectors: (..., C') -> (..., dim)."""
     return cond_BxTxC @ self.cond[...]
 
+  @_in_matmul_precision
   def tables(self):
     """Tap tables (FS(1), Q, dim) for the current parameters."""
     return taps.tap_tables(self.embedding[...], self.input())
@@ -442,11 +460,13 @@ class SampleMLP(nnx.Module):
     return taps.taps_input(self.tables(), x_BxW)
 
   @jax.named_scope("mlp_head")
-  def head(self, features_BxTxD, c_BxTxD):
-    """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q)."""
-    return sample_step.head_jnp(features_BxTxD, c_BxTxD, self.hidden(),
-                                self.hidden_bias[...], self.output(),
-                                self.output_bias[...], self.compute_dtype)
+  @_in_matmul_precision
+  def head(self, features_BxTxD, c_BxTxD, pallas: bool = False):
+    """ReLU(features + c) -> ReLU(hidden) -> logits (B, T, Q). ``pallas``:
+    the Pallas kernels for (B, dim) rows (``sample_step.head_pallas``)."""
+    head = sample_step.head_pallas if pallas else sample_step.head_jnp
+    return head(features_BxTxD, c_BxTxD, self.hidden(), self.hidden_bias[...],
+                self.output(), self.output_bias[...], self.compute_dtype)
 
 
 def cond_per_frame(cond, batch_size: int, n_frames: int, frame_size: int,
@@ -496,6 +516,10 @@ class CSampleRNN(nnx.Module):
     if cfg.null_cond == "learned":
       self.null_cond = nnx.Param(jnp.zeros((cfg.cond_dim,)))
 
+  @property
+  def matmul_precision(self) -> str:
+    return self.cfg.matmul_precision
+
   def null_condition(self, batch_size: int):
     """The condition that stands for "no condition" (condition dropout in
     training, the contrast of classifier-free guidance): (B, C), zeros or the
@@ -526,6 +550,7 @@ class CSampleRNN(nnx.Module):
           f"condition vector has length {c}; this model has "
           f"cond_dim={self.cfg.cond_dim}")
 
+  @_in_matmul_precision
   def forward(self, x_BxW, cond, carry, dropout_keys_B=None):
     """Teacher-forced forward over one TBPTT window.
 
@@ -543,6 +568,7 @@ class CSampleRNN(nnx.Module):
     features_BxTxD = self.mlp.features(x_BxW[:, lookback - fs1:-1])
     return self.mlp.head(features_BxTxD, c_BxTxD), new_carry
 
+  @_in_matmul_precision
   def frame_tiers_forward(self, x_BxW, cond, carry, dropout_keys_B=None):
     """The frame tiers alone over a window (as ``forward``): returns the
     MLP's per-sample conditioning vectors (B, T, dim: tier 2's, plus the
@@ -585,6 +611,7 @@ class CSampleRNN(nnx.Module):
                                                         lookback))
     return upper, tuple(new_carry)
 
+  @_in_matmul_precision
   def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
                  state):
     """Advance frame tier ``tier_index + 2`` by one frame.
@@ -604,12 +631,14 @@ class CSampleRNN(nnx.Module):
       vectors_BxRxD = vectors_BxRxD + self.mlp.condition(cond_BxC)[:, None]
     return vectors_BxRxD, state
 
+  @_in_matmul_precision
   def skip_term(self, tier_index: int, vectors_BxD):
     """With ``skip_conn``: what a vector of frame tier ``tier_index + 2``
     (>= 3) adds to the MLP's input at each sample of the frame below that it
     conditions. (..., dim) -> (..., dim)."""
     return self.frame_tiers[tier_index].skip_term(vectors_BxD)
 
+  @_in_matmul_precision
   def sample_logits(self, prev_BxF, c_BxD, tables_FxQxD=None):
     """One sample of the MLP: previous FS(1) int samples and the tier-2
     vector (B, dim) -> logits (B, Q). Pass ``tables_FxQxD`` (``mlp.tables()``,

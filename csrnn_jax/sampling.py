@@ -227,11 +227,8 @@ class _Context:
     return guide(values_RxX, self.scales_BxM)
 
   def head(self, features_BxD, c_BxD):
-    mlp = self.m.mlp
-    head = (sample_step.head_pallas if self.options.backend == "pallas"
-            else sample_step.head_jnp)
-    return head(features_BxD, c_BxD, mlp.hidden(), mlp.hidden_bias[...],
-                mlp.output(), mlp.output_bias[...], mlp.compute_dtype)
+    return self.m.mlp.head(features_BxD, c_BxD,
+                           pallas=self.options.backend == "pallas")
 
 
 def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):

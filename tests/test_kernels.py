@@ -1,6 +1,9 @@
 """Every fast path agrees with its plain reference: the GRU and LSTM backends
 (values 1e-5, gradients 1e-4) alone and inside the model, also in bfloat16,
-the tap sum's VJP, and the generation step backends."""
+the tiled Pallas kernels at ragged sizes, the tap sum's VJP, and the
+generation step backends. The Pallas kernels run in interpret mode here
+(their lowering for GPUs: ``test_gpu_lowering.py``); all of it at the tests'
+matmul precision, "highest" (float32 products)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,6 +94,53 @@ def test_gru_backend_matches_scan_reference(backend):
   for g, g_ref in zip(grads, grads_ref):
     assert float(jnp.abs(g_ref).max()) > 0
     np.testing.assert_allclose(g, g_ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_pallas_recurrence_at_ragged_sizes_matches_scan(cell):
+  """20 rows (two programs of 16, the second padded) and H = 40 (two
+  column tiles of 32 per gate, the second padded), so every loop of the
+  tiled kernel and its padding run. Both sum the same float32 terms, the
+  kernel tile by tile: values 1e-5, gradients 1e-5 of their scale."""
+  shape = dict(b=20, t=4, d=8, h=40)
+  if cell == "gru":
+    args, sequence = _gru_inputs(**shape), gru.gru_sequence
+  else:
+    args, sequence = _lstm_inputs(**shape), lstm.lstm_sequence
+
+  def outputs_and_grads(backend):
+    def loss(*a):
+      out = sequence(*a, backend=backend)
+      leaves = jax.tree_util.tree_leaves(out)
+      return sum(jnp.sum(jnp.sin(jnp.arange(x.size).reshape(x.shape)) * x)
+                 for x in leaves), out
+    return jax.jit(jax.grad(loss, argnums=range(6), has_aux=True))(*args)
+
+  (grads, out), (grads_ref, out_ref) = map(outputs_and_grads,
+                                           ("pallas", "scan"))
+  for a, b in zip(jax.tree_util.tree_leaves(out),
+                  jax.tree_util.tree_leaves(out_ref)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  for g, g_ref in zip(jax.tree_util.tree_leaves(grads),
+                      jax.tree_util.tree_leaves(grads_ref)):
+    scale = float(jnp.abs(g_ref).max())
+    assert scale > 0
+    np.testing.assert_allclose(g / scale, g_ref / scale, atol=1e-5)
+
+
+@pytest.mark.parametrize("b,d,q", [(20, 40, 50), (1, 12, 20)])
+def test_pallas_head_matches_jnp_at_any_size(b, d, q):
+  """The head's two tiled kernels at sizes that are neither powers of 2 nor
+  multiples of a tile (two row blocks and two or more column tiles; one
+  row, one tile), float32: the same terms summed tile by tile, 1e-5."""
+  from csrnn_jax.kernels import sample_step
+  k = jax.random.split(jax.random.key(0), 6)
+  args = (jax.random.normal(k[0], (b, d)), jax.random.normal(k[1], (b, d)),
+          0.3 * jax.random.normal(k[2], (d, d)), jax.random.normal(k[3], (d,)),
+          0.3 * jax.random.normal(k[4], (d, q)), jax.random.normal(k[5], (q,)))
+  want = sample_step.head_jnp(*args)
+  np.testing.assert_allclose(jax.jit(sample_step.head_pallas)(*args), want,
+                             atol=1e-5)
 
 
 def test_unknown_backend_names_allowed_values():

@@ -9,16 +9,16 @@ Weights are stored for ``x @ W``: ``w_ih`` (D_in, 3H), ``w_hh`` (H, 3H), biases
 (3H,), gate order r, z, n (as torch.nn.GRU). flax's GRUCell has no b_hn, so it
 cannot express the reference and is not used.
 
-Backends of ``gru_sequence`` (DESIGN §6), all the same function:
+Backends of ``gru_sequence``, all the same function:
 
 - ``scan``: the reference; a plain ``lax.scan`` of the whole cell, autodiff.
 - ``fused``: the input projection for all T steps is one matmul before the
   scan; a ``custom_vjp`` whose forward saves only the hidden states (T, B, H)
   and whose backward is one reverse scan that recomputes the gates. Less
   memory than autodiff's saved gates, and one big matmul for the input side.
-- ``pallas``: the recurrence as one Pallas kernel that loops over T with the
-  recurrent weights resident (for GPU/TPU); on CPU it runs in interpret mode
-  (tests). Its backward is the fused reverse scan.
+- ``pallas``: ``fused`` with the recurrence as one tiled Pallas kernel per
+  window (``kernels/recurrence.py``): compiled by Triton on NVIDIA GPUs,
+  interpret mode elsewhere (tests). Its backward is the fused reverse scan.
 """
 from __future__ import annotations
 
@@ -27,25 +27,36 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from csrnn_jax import numerics
+from csrnn_jax.kernels import recurrence
 from csrnn_jax.numerics import dense
 
 BACKENDS = ("scan", "fused", "pallas")
 
 
-def _gates(xp_Bx3H, hp_Bx3H):
-  """(r, z, n) from the input and hidden projections (biases included)."""
-  xr, xz, xn = jnp.split(xp_Bx3H, 3, axis=-1)
-  hr, hz, hn = jnp.split(hp_Bx3H, 3, axis=-1)
+def _gate_values(xr, xz, xn, hr, hz, hn):
+  """(r, z, n, hn) from each gate's input and hidden projections (biases
+  included), any shape."""
   r = jax.nn.sigmoid(xr + hr)
   z = jax.nn.sigmoid(xz + hz)
   n = jnp.tanh(xn + r * hn)
   return r, z, n, hn
 
 
+def _gates(xp_Bx3H, hp_Bx3H):
+  """(r, z, n, hn) from the input and hidden projections (B, 3H)."""
+  return _gate_values(*jnp.split(xp_Bx3H, 3, axis=-1),
+                      *jnp.split(hp_Bx3H, 3, axis=-1))
+
+
+def _new_state(z, n, h):
+  return (1.0 - z) * n + z * h
+
+
 def gru_cell_from_projection(xp_Bx3H, h_BxH, w_hh, b_hh, compute_dtype):
   """One step given the input projection ``x W_ih + b_ih`` (B, 3H)."""
   _, z, n, _ = _gates(xp_Bx3H, dense(h_BxH, w_hh, compute_dtype) + b_hh)
-  return (1.0 - z) * n + z * h_BxH
+  return _new_state(z, n, h_BxH)
 
 
 def gru_cell(x_BxD, h_BxH, w_ih, w_hh, b_ih, b_hh,
@@ -76,47 +87,43 @@ def _recurrence_scan(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype):
   return h_TxBxH
 
 
+def _cell_tiles(xp_tiles, hp_tiles, state_tiles):
+  """One step on a column tile of the state (``recurrence.recurrence``)."""
+  _, z, n, _ = _gate_values(*xp_tiles, *hp_tiles)
+  return (_new_state(z, n, state_tiles[0]),)
+
+
 def _recurrence_pallas(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype):
-  """The recurrence as one Pallas kernel: a loop over T inside the kernel,
-  w_hh loaded once. Interpret mode off GPU/TPU."""
-  from jax.experimental import pallas as pl
-
-  t_len = xp_TxBx3H.shape[0]
-
-  def kernel(xp_ref, h0_ref, w_ref, b_ref, out_ref):
-    w_hh_HxG, b_hh_G = w_ref[...], b_ref[...]
-
-    def body(t, h_BxH):
-      h_BxH = gru_cell_from_projection(xp_ref[t], h_BxH, w_hh_HxG, b_hh_G,
-                                       compute_dtype)
-      out_ref[t] = h_BxH
-      return h_BxH
-
-    jax.lax.fori_loop(0, t_len, body, h0_ref[...])
-
-  interpret = jax.default_backend() not in ("gpu", "tpu")
-  return pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct(
-          (t_len,) + h0_BxH.shape, h0_BxH.dtype),
-      interpret=interpret)(xp_TxBx3H, h0_BxH, w_hh, b_hh[None])
+  """The recurrence as one tiled Pallas kernel (``kernels/recurrence.py``)."""
+  return recurrence.recurrence(xp_TxBx3H, (h0_BxH,), w_hh, b_hh,
+                               _cell_tiles, compute_dtype)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype):
-  return recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence_fn, compute_dtype,
+           precision):
+  del precision  # the backward's (``numerics``)
+  return recurrence_fn(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
 
 
-def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype):
-  h_TxBxH = recurrence(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
+def _fused_fwd(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence_fn, compute_dtype,
+               precision):
+  del precision
+  h_TxBxH = recurrence_fn(xp_TxBx3H, h0_BxH, w_hh, b_hh, compute_dtype)
   return h_TxBxH, (xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH)
 
 
-def _fused_bwd(recurrence, compute_dtype, saved, dh_TxBxH):
+def _fused_bwd(recurrence_fn, compute_dtype, precision, saved, dh_TxBxH):
+  del recurrence_fn
+  with numerics.matmul_precision_scope(precision):
+    return _fused_grads(compute_dtype, saved, dh_TxBxH)
+
+
+def _fused_grads(compute_dtype, saved, dh_TxBxH):
   """One reverse scan that pushes the gradient through each step. Only
   ``dhp @ w_hh.T`` must run step by step: the hidden projections of all
   steps (from the saved states) are one GEMM before the scan, and the
   weight gradient ``sum_t h_{t-1}^T dhp_t`` one GEMM after it."""
-  del recurrence
   xp_TxBx3H, h0_BxH, w_hh, b_hh, h_TxBxH = saved
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
   hp_TxBx3H = dense(hprev_TxBxH, w_hh, compute_dtype) + b_hh
@@ -162,9 +169,10 @@ def gru_sequence(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
                               compute_dtype)
   elif backend in ("fused", "pallas"):
     xp_TxBx3H = jnp.swapaxes(dense(x_BxTxD, w_ih, compute_dtype) + b_ih, 0, 1)
-    recurrence = (_recurrence_pallas if backend == "pallas"
-                  else _recurrence_scan)
-    h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence, compute_dtype)
+    recurrence_fn = (_recurrence_pallas if backend == "pallas"
+                     else _recurrence_scan)
+    h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence_fn,
+                     compute_dtype, numerics.ambient_precision())
   else:
     raise ValueError(f"GRU backend {backend!r} is unknown; allowed values: "
                      f"{', '.join(BACKENDS)}")

@@ -20,9 +20,9 @@ same function:
   whose backward is one reverse scan in which only ``dgates @ w_hh.T`` runs
   step by step: the hidden projections of all steps are one GEMM before it,
   the weight gradient one GEMM after it.
-- ``pallas``: the recurrence as one Pallas kernel that loops over T with the
-  recurrent weights resident; interpret mode off GPU/TPU (tests). Its
-  backward is the fused reverse scan.
+- ``pallas``: ``fused`` with the recurrence as one tiled Pallas kernel per
+  window (``kernels/recurrence.py``): compiled by Triton on NVIDIA GPUs,
+  interpret mode elsewhere (tests). Its backward is the fused reverse scan.
 """
 from __future__ import annotations
 
@@ -31,25 +31,36 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from csrnn_jax import numerics
 from csrnn_jax.kernels import gru
+from csrnn_jax.kernels import recurrence
 from csrnn_jax.numerics import dense
 
 BACKENDS = gru.BACKENDS
 
 
-def _gates(pre_Bx4H):
-  """(i, f, g, o) from the summed projections (biases included)."""
-  i, f, g, o = jnp.split(pre_Bx4H, 4, axis=-1)
+def _gate_values(i, f, g, o):
+  """(i, f, g, o) from each gate's summed projections, any shape."""
   return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+
+def _gates(pre_Bx4H):
+  """(i, f, g, o) from the summed projections (B, 4H), biases included."""
+  return _gate_values(*jnp.split(pre_Bx4H, 4, axis=-1))
+
+
+def _new_state(i, f, g, o, c):
+  """(h', c') from the gates and the cell state."""
+  c = f * c + i * g
+  return o * jnp.tanh(c), c
 
 
 def lstm_cell_from_projection(xp_Bx4H, state, w_hh, b_hh, compute_dtype):
   """One step given the input projection ``x W_ih + b_ih`` (B, 4H); state
   and result are (h_BxH, c_BxH)."""
   h_BxH, c_BxH = state
-  i, f, g, o = _gates(xp_Bx4H + (dense(h_BxH, w_hh, compute_dtype) + b_hh))
-  c_BxH = f * c_BxH + i * g
-  return o * jnp.tanh(c_BxH), c_BxH
+  gates = _gates(xp_Bx4H + (dense(h_BxH, w_hh, compute_dtype) + b_hh))
+  return _new_state(*gates, c_BxH)
 
 
 def lstm_cell(x_BxD, state, w_ih, w_hh, b_ih, b_hh,
@@ -81,53 +92,49 @@ def _recurrence_scan(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, compute_dtype):
   return h_TxBxH, c_TxBxH
 
 
+def _cell_tiles(xp_tiles, hp_tiles, state_tiles):
+  """One step on a column tile of the state (``recurrence.recurrence``)."""
+  gates = _gate_values(*(x + h for x, h in zip(xp_tiles, hp_tiles)))
+  return _new_state(*gates, state_tiles[1])
+
+
 def _recurrence_pallas(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, compute_dtype):
-  """The recurrence as one Pallas kernel: a loop over T inside the kernel,
-  w_hh loaded once. Interpret mode off GPU/TPU."""
-  from jax.experimental import pallas as pl
-
-  t_len = xp_TxBx4H.shape[0]
-
-  def kernel(xp_ref, h0_ref, c0_ref, w_ref, b_ref, h_ref, c_ref):
-    w_hh_HxG, b_hh_G = w_ref[...], b_ref[...]
-
-    def body(t, state):
-      state = lstm_cell_from_projection(xp_ref[t], state, w_hh_HxG, b_hh_G,
-                                        compute_dtype)
-      h_ref[t], c_ref[t] = state
-      return state
-
-    jax.lax.fori_loop(0, t_len, body, (h0_ref[...], c0_ref[...]))
-
-  states = jax.ShapeDtypeStruct((t_len,) + h0_BxH.shape, h0_BxH.dtype)
-  interpret = jax.default_backend() not in ("gpu", "tpu")
-  return pl.pallas_call(kernel, out_shape=(states, states),
-                        interpret=interpret)(xp_TxBx4H, h0_BxH, c0_BxH, w_hh,
-                                             b_hh[None])
+  """The recurrence as one tiled Pallas kernel (``kernels/recurrence.py``):
+  (h_TxBxH, c_TxBxH)."""
+  return recurrence.recurrence(xp_TxBx4H, (h0_BxH, c0_BxH), w_hh, b_hh,
+                               _cell_tiles, compute_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _fused(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, recurrence, compute_dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _fused(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, recurrence_fn,
+           compute_dtype, precision):
   """(h_TxBxH, c of the last step)."""
-  h_TxBxH, c_TxBxH = recurrence(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh,
-                                compute_dtype)
+  del precision  # the backward's (``numerics``)
+  h_TxBxH, c_TxBxH = recurrence_fn(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh,
+                                   compute_dtype)
   return h_TxBxH, c_TxBxH[-1]
 
 
-def _fused_fwd(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, recurrence,
-               compute_dtype):
-  h_TxBxH, c_TxBxH = recurrence(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh,
-                                compute_dtype)
+def _fused_fwd(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, recurrence_fn,
+               compute_dtype, precision):
+  del precision
+  h_TxBxH, c_TxBxH = recurrence_fn(xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh,
+                                   compute_dtype)
   return (h_TxBxH, c_TxBxH[-1]), (xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh,
                                   h_TxBxH, c_TxBxH)
 
 
-def _fused_bwd(recurrence, compute_dtype, saved, cotangents):
+def _fused_bwd(recurrence_fn, compute_dtype, precision, saved, cotangents):
+  del recurrence_fn
+  with numerics.matmul_precision_scope(precision):
+    return _fused_grads(compute_dtype, saved, cotangents)
+
+
+def _fused_grads(compute_dtype, saved, cotangents):
   """One reverse scan carrying (dh, dc). The gates' pre-activations are
   ``x W_ih + h W_hh + biases`` with no product inside (unlike the GRU's
   reset gate), so one gradient ``dpre`` (T, B, 4H) serves the input
   projection, ``w_hh`` and ``b_hh``."""
-  del recurrence
   dh_TxBxH, dc_last_BxH = cotangents
   xp_TxBx4H, h0_BxH, c0_BxH, w_hh, b_hh, h_TxBxH, c_TxBxH = saved
   hprev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
@@ -172,10 +179,11 @@ def lstm_sequence(x_BxTxD, state0, w_ih, w_hh, b_ih, b_hh,
     c_last_BxH = c_TxBxH[-1]
   elif backend in ("fused", "pallas"):
     xp_TxBx4H = jnp.swapaxes(dense(x_BxTxD, w_ih, compute_dtype) + b_ih, 0, 1)
-    recurrence = (_recurrence_pallas if backend == "pallas"
-                  else _recurrence_scan)
-    h_TxBxH, c_last_BxH = _fused(xp_TxBx4H, *state0, w_hh, b_hh, recurrence,
-                                 compute_dtype)
+    recurrence_fn = (_recurrence_pallas if backend == "pallas"
+                     else _recurrence_scan)
+    h_TxBxH, c_last_BxH = _fused(xp_TxBx4H, *state0, w_hh, b_hh,
+                                 recurrence_fn, compute_dtype,
+                                 numerics.ambient_precision())
   else:
     raise ValueError(f"LSTM backend {backend!r} is unknown; allowed values: "
                      f"{', '.join(BACKENDS)}")

@@ -9,15 +9,22 @@ Backends (the same function; ``scan`` is the reference):
   what the known samples contribute to the position k steps ahead, so a
   sample's input is ``acc[0]``; a drawn sample x then adds all its FS(1)
   contributions in one lookup of a (Q, FS(1), dim) table (contiguous per x)
-  and the sums shift by one (DESIGN §5).
-- ``pallas``: ``fused`` with the MLP head (ReLU, hidden, ReLU, output) as a
-  Pallas kernel with its weights resident; interpret mode off GPU/TPU.
+  and the sums shift by one.
+- ``pallas``: ``fused`` with the MLP head (ReLU, hidden, ReLU, output) as
+  two tiled Pallas kernels, the hidden layer and the output layer
+  (``head_pallas``): compiled by Triton on NVIDIA GPUs, interpret mode
+  elsewhere.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
+from csrnn_jax import numerics
+from csrnn_jax.kernels import pallas_gpu
 from csrnn_jax.kernels import taps
 from csrnn_jax.numerics import dense
 
@@ -71,15 +78,69 @@ def head_jnp(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
 
 def head_pallas(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
                 compute_dtype: str = "float32"):
-  """``head_jnp`` as one Pallas kernel (whole arrays as one block)."""
-  from jax.experimental import pallas as pl
+  """``head_jnp`` for (B, dim) rows as two tiled Pallas kernels, for any B,
+  dim and Q (``pallas_gpu``): ReLU(hidden) of ReLU(features + c), then the
+  logits. Each program computes one (BATCH_BLOCK, tile) block of a layer's
+  output from its rows' whole input, streaming that block's weight column
+  in (tile, tile) tiles, so a layer runs on (B / 16) x (N / tile) programs;
+  the second layer reads the whole hidden layer, hence the two launches.
+  Returns (B, Q)."""
+  return pallas_gpu.run(functools.partial(_head, compute_dtype=compute_dtype),
+                        features_BxD, c_BxD, w_h, b_h, w_o, b_o)
 
-  def kernel(f_ref, c_ref, wh_ref, bh_ref, wo_ref, bo_ref, out_ref):
-    out_ref[...] = head_jnp(f_ref[...], c_ref[...], wh_ref[...], bh_ref[...],
-                            wo_ref[...], bo_ref[...], compute_dtype)
 
-  b, q = features_BxD.shape[0], w_o.shape[1]
-  return pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct((b, q), features_BxD.dtype),
-      interpret=jax.default_backend() not in ("gpu", "tpu"))(
-          features_BxD, c_BxD, w_h, b_h[None], w_o, b_o[None])
+def _head(features_BxD, c_BxD, w_h, b_h, w_o, b_o, *, compute_dtype,
+          compiled):
+  b, d = features_BxD.shape
+  q = w_o.shape[1]
+  bp = pallas_gpu.round_up(b, pallas_gpu.BATCH_BLOCK)
+  tile_d, tile_q = pallas_gpu.tile_size(d), pallas_gpu.tile_size(q)
+  dp, qp = pallas_gpu.round_up(d, tile_d), pallas_gpu.round_up(q, tile_q)
+  operand = numerics.operand_dtype(compute_dtype)
+  layer = functools.partial(_dense_tiles, compute_dtype=compute_dtype,
+                            compiled=compiled)
+  hidden_BxD = layer(
+      [pallas_gpu.pad_to(features_BxD, (bp, dp)),
+       pallas_gpu.pad_to(c_BxD, (bp, dp))],
+      pallas_gpu.pad_to(w_h, (dp, dp)).astype(operand),
+      pallas_gpu.pad_to(b_h, (dp,)), relu=True, tile_n=tile_d)
+  logits_BxQ = layer([hidden_BxD],
+                     pallas_gpu.pad_to(w_o, (dp, qp)).astype(operand),
+                     pallas_gpu.pad_to(b_o, (qp,)), relu=False, tile_n=tile_q)
+  return logits_BxQ[:b, :q]
+
+
+def _dense_tiles(inputs, w_KxN, b_N, *, relu, tile_n, compute_dtype,
+                 compiled):
+  """One layer as a kernel: act(ReLU(sum of ``inputs``) @ w + b), act ReLU
+  with ``relu``. ``inputs`` (B, K) with B a multiple of BATCH_BLOCK and K
+  of the input's tile; N a multiple of ``tile_n``."""
+  rows = pallas_gpu.BATCH_BLOCK
+  bp, kp = inputs[0].shape
+  n = w_KxN.shape[1]
+  tile_k = pallas_gpu.tile_size(kp)
+
+  def kernel(*refs):
+    input_refs, (w_ref, b_ref, out_ref) = refs[:len(inputs)], refs[-3:]
+
+    def k_tile(k, acc):
+      x = input_refs[0][:, pl.ds(k * tile_k, tile_k)]
+      for ref in input_refs[1:]:
+        x = x + ref[:, pl.ds(k * tile_k, tile_k)]
+      return acc + numerics.matmul(jax.nn.relu(x),
+                                   w_ref[pl.ds(k * tile_k, tile_k), :],
+                                   compute_dtype)
+
+    acc = jax.lax.fori_loop(0, kp // tile_k, k_tile,
+                            jnp.zeros((rows, tile_n), jnp.float32))
+    y = acc + b_ref[...]
+    out_ref[...] = jax.nn.relu(y) if relu else y
+
+  return pallas_gpu.call(
+      kernel, compiled=compiled, grid=(bp // rows, n // tile_n),
+      out_shape=jax.ShapeDtypeStruct((bp, n), jnp.float32),
+      in_specs=[pl.BlockSpec((rows, kp), lambda i, j: (i, 0))] * len(inputs)
+      + [pl.BlockSpec((kp, tile_n), lambda i, j: (0, j)),
+         pl.BlockSpec((1, tile_n), lambda i, j: (0, j))],
+      out_specs=pl.BlockSpec((rows, tile_n), lambda i, j: (i, j)))(
+          *inputs, w_KxN, b_N[None])
