@@ -194,8 +194,23 @@ def _main(argv):
   return 0
 
 
-def main():
-  argv = _rewrite_config_flag(sys.argv)
+def main(argv: list[str] | None = None):
+  """The command line (``argv``: its arguments, default sys.argv[1:]); exits
+  with its status. Each call parses its flags afresh, so that it can run
+  more than once in a process."""
+  if argv is None:
+    _run(sys.argv)
+    return
+  saved, sys.argv = sys.argv, ["train.py", *argv]  # config_flags reads it
+  try:
+    _run(sys.argv)
+  finally:
+    sys.argv = saved
+
+
+def _run(argv: list[str]):
+  flags.FLAGS.unparse_flags()
+  argv = _rewrite_config_flag(argv)
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(help_text(_config_value(argv)))
     sys.exit(0)
