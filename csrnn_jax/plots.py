@@ -2,16 +2,23 @@
 the class probabilities of morphs over time."""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+  """pyplot on the Agg backend, imported at the first plot: what draws none
+  (the train step, the generator; bench/device_check.sh on a machine with
+  only JAX's packages) imports this module without matplotlib."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
 
 
 def loss_curves(runs: dict[str, list[dict]], png_path: str) -> None:
   """Train and valid bits/sample over steps; ``runs`` maps a label to its
   metrics.jsonl records."""
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(8, 4.5))
   for label, records in runs.items():
     for kind, style in (("train", "-"), ("valid", "o-")):
@@ -31,6 +38,7 @@ def loss_curves(runs: dict[str, list[dict]], png_path: str) -> None:
 def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
                  png_path: str) -> None:
   """One log-magnitude spectrogram per clip, stacked vertically."""
+  plt = _pyplot()
   fig, axes = plt.subplots(len(clips), 1, figsize=(8, 1.8 * len(clips) + 0.5),
                            squeeze=False)
   for ax, clip, title in zip(axes[:, 0], clips, titles):
@@ -47,6 +55,7 @@ def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
 def class_probabilities(curves, class_names, png_path: str) -> None:
   """One panel per clip: each class's probability per segment over time.
   curves: (title, probs_SxK, seconds per segment, keyframe times)."""
+  plt = _pyplot()
   fig, axes = plt.subplots(len(curves), 1, squeeze=False,
                            figsize=(8, 1.8 * len(curves) + 0.5))
   for ax, (title, probs_SxK, seconds, keyframes) in zip(axes[:, 0], curves):
