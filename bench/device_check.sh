@@ -26,10 +26,18 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 imports() {
   "$PY" -c "import csrnn_jax.trainer, csrnn_jax.sampling" 2>&1 | tail -1
 }
+missing_wheels() {  # the wheels whose module this Python lacks
+  "$PY" -c '
+import glob, importlib.util, os
+for path in sorted(glob.glob("bench/wheels/*.whl")):
+  if importlib.util.find_spec(os.path.basename(path).split("-")[0]) is None:
+    print(path)'
+}
 if [ -n "$(imports)" ]; then
   echo "installing what is missing from bench/wheels: $(imports)"
+  # shellcheck disable=SC2046  # one argument per wheel
   "$PY" -m pip install --quiet --no-index --no-deps --target "$WORK/site" \
-    bench/wheels/*.whl
+    $(missing_wheels)
   export PYTHONPATH="$PYTHONPATH:$WORK/site"
   if [ -n "$(imports)" ]; then
     echo "still cannot import the project: $(imports)" >&2
