@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip(
     "torch", reason="the PyTorch interop tests need torch: "
-    "pip install 'csrnn-jax[torch]' (or pip install torch==2.13.0)")
+    "pip install -e '.[torch]' in the checkout (or pip install torch==2.13.0)")
 
 from test_model import step_log_probs  # noqa: E402
 

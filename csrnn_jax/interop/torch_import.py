@@ -59,7 +59,8 @@ from csrnn_jax.model import ModelConfig
 PREFIX = "model."
 TIERS = PREFIX + "frame_level_rnns."
 MLP = PREFIX + "sample_level_mlp."
-INSTALL_HINT = "pip install 'csrnn-jax[torch]' (or pip install torch==2.13.0)"
+INSTALL_HINT = ("pip install -e '.[torch]' in the checkout (or pip install "
+                "torch==2.13.0)")
 HYPERPARAMETERS = ("frame_sizes", "dim", "n_rnn", "q_levels", "nb_classes",
                    "weight_norm", "learn_h0")
 
