@@ -22,16 +22,16 @@ def base_config() -> ml_collections.ConfigDict:
   """Every key a run understands, with its default."""
   c = ml_collections.ConfigDict()
   c.name = "run"  # shown in reports
-  c.seed = 0
+  c.seed = 0  # initialisation, data order, noise
   c.workdir = ""  # default: runs/<name>
   c.model = ml_collections.ConfigDict(dict(
       frame_sizes=(16, 16, 64),  # (FS(1), ..., FS(K)) in samples, bottom first
-      dim=1024,
-      n_rnn=1,
-      q_levels=256,
+      dim=1024,  # units of each frame tier's RNN and of the MLP
+      n_rnn=1,  # RNN layers per frame tier
+      q_levels=256,  # Q: quantisation levels (the softmax's size)
       cond_dim=-1,  # -1: from the dataset (number of classes / vector length)
-      weight_norm=True,
-      learn_h0=True,
+      weight_norm=True,  # weight norm on the layers (the reference's)
+      learn_h0=True,  # the RNNs' initial state is learned, else zeros
       quantization="linear",  # linear | mu-law | linear-minmax
       sample_input="taps",  # taps | conv (the plain reference)
       gru_backend="auto",  # auto | scan (the reference) | fused | pallas
@@ -51,18 +51,18 @@ def base_config() -> ml_collections.ConfigDict:
       sample_rate=16000,  # must match the dataset's
       class_names=(),  # filled from the dataset manifest when empty
       cond_names=(),  # names of the condition vector's entries (vector labels)
-      prefetch=2,
+      prefetch=2,  # batches read ahead in a thread; 0: none
   ))
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=128,
+      batch_size=128,  # chunks per batch, over all devices
       seq_len=1024,  # TBPTT window (samples); one Adam step per window
       num_steps=100_000,  # Adam steps; training stops at the first chunk-batch
                           # boundary at or after this
-      learning_rate=1e-3,
+      learning_rate=1e-3,  # Adam's (the schedules' peak)
       lr_schedule="constant",  # constant | cosine | exponential | plateau
       warmup_steps=0,  # cosine: linear warmup from 0
       lr_decay_steps=10_000,  # exponential: lr * rate^((step - begin) / steps)
-      lr_decay_rate=0.5,
+      lr_decay_rate=0.5,  # exponential: factor per lr_decay_steps
       lr_decay_begin=0,  # exponential: constant until this step
       lr_plateau_factor=0.5,  # plateau: the lr's scale at each plateau
       lr_plateau_patience=5,  # plateau: averages without improvement
@@ -70,23 +70,23 @@ def base_config() -> ml_collections.ConfigDict:
       early_stop_patience=0,  # evaluations without a better valid NLL; 0 = off
       early_stop_min_delta=0.0,  # bits: a smaller gain is no improvement
       clip="value",  # value (element-wise, the reference) | global_norm | none
-      clip_value=1.0,
+      clip_value=1.0,  # the bound of train.clip
       cond_dropout=0.0,  # share of chunks trained with the null condition
       input_noise=0.0,  # share of input samples moved by a random error
       input_noise_levels=2,  # the error: an integer in [-k, k] \ {0} levels
       scan_windows=True,  # all windows of a chunk batch in one dispatch
       eval_every=1000,  # steps; validation over the whole valid split
-      eval_batch_size=32,
+      eval_batch_size=32,  # chunks per validation batch
       checkpoint_every=1000,  # steps
-      keep_checkpoints=3,
+      keep_checkpoints=3,  # the latest (beside the best and sampled)
       sample_every=0,  # steps; 0 = no periodic samples
-      sample_seconds=2.0,
+      sample_seconds=2.0,  # length of each periodic sample
       tensorboard=True,  # when tensorboardX is installed
   ))
   # What sample.py does by default for this run (its flags override these):
   # a recipe records the sampling settings it was measured with.
   c.sample = ml_collections.ConfigDict(dict(
-      temperature=1.0,
+      temperature=1.0,  # > 0; 1 = the model's distribution
       guidance=1.0,  # classifier-free guidance scale; 1 = off
       guide="logits",  # where guidance applies: logits | cond_vectors
       top_k=0,  # 0 = off

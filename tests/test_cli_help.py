@@ -49,7 +49,7 @@ def test_train_help_with_a_config_shows_its_values():
   done = run(REPO / "train.py", "--config", "tiny", "--help")
   assert done.returncode == 0, done.stderr
   assert "configs/tiny.py" in done.stdout
-  lines = [l.split(None, 2)[:3] for l in done.stdout.splitlines()]
+  lines = [l.split()[:3] for l in done.stdout.splitlines()]
   assert ["model.dim", "=", "32"] in lines
   assert ["train.batch_size", "=", "4"] in lines
 
