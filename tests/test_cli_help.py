@@ -33,6 +33,9 @@ def test_train_help_lists_flags_and_every_config_key():
   for flag in ("multihost", "accept_dataset_change", "print_config"):
     assert f"  --[no]{flag}: " in done.stdout
   docs, _ = config_doc.key_docs()
+  undocumented = [key for key, doc in docs.items() if not doc]
+  assert not undocumented, ("give these keys a one-line comment in "
+                            f"configlib.base_config(): {undocumented}")
   lines = done.stdout.splitlines()
   for key, value in leaves(configlib.base_config()):
     line = [l for l in lines if l.strip().startswith(f"{key} = ")]
