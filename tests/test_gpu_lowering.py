@@ -49,10 +49,13 @@ def triton_launches(text: str) -> int:
 def cross_lowering_error() -> str | None:
   """Why this jaxlib cannot lower a Pallas Triton kernel for cuda here, or
   None when it can."""
+  def kernel(x_ref, out_ref):
+    out_ref[...] = x_ref[...]
+
   def copy(x):
-    return pallas_gpu.call(lambda x_ref, o_ref: o_ref.__setitem__(
-        ..., x_ref[...]), compiled=True,
-        out_shape=S((16, 16), jnp.float32))(x)
+    return pallas_gpu.call(kernel, compiled=True,
+                           out_shape=S((16, 16), jnp.float32))(x)
+
   try:
     lower_for_cuda(copy, S((16, 16), jnp.float32))
   except Exception as e:  # pylint: disable=broad-except
