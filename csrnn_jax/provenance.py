@@ -56,8 +56,10 @@ def package_versions() -> dict[str, str]:
   return versions
 
 
-def collect(seed: int, manifest_path: str | None = None) -> dict:
-  """One session's provenance record."""
+def collect(seed: int, manifest_path: str | None = None,
+            matmul_precision: str | None = None) -> dict:
+  """One session's provenance record (``matmul_precision``: the model's, as
+  it decides the float32 matmuls' numerics on the devices listed)."""
   return {
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
       "code_revision": code_revision(),
@@ -69,6 +71,7 @@ def collect(seed: int, manifest_path: str | None = None) -> dict:
       "process_count": jax.process_count(),
       "seed": seed,
       "manifest_sha256": sha256(manifest_path) if manifest_path else None,
+      "matmul_precision": matmul_precision,
   }
 
 

@@ -396,7 +396,8 @@ def _record_provenance(workdir, config):
     print(f"warning: {problem}; kept as {path}.broken, starting a new log",
           file=sys.stderr)
   manifest = os.path.join(config.data.dataset_dir, provenance.MANIFEST)
-  sessions.append(provenance.collect(config.seed, manifest))
+  sessions.append(provenance.collect(config.seed, manifest,
+                                     config.model.matmul_precision))
   checkpoint_lib.write_json(path, {"sessions": sessions})
 
 

@@ -79,6 +79,7 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
   prov = json.loads((run / "provenance.json").read_text())["sessions"][0]
   assert prov["seed"] == 0 and len(prov["manifest_sha256"]) == 64
   assert prov["packages"]["jax"] == jax.__version__
+  assert prov["matmul_precision"] == "highest"
   assert [r for r in records if r["kind"] == "compile"][0]["seconds"] > 0
   assert checkpoint_lib.Checkpointer(str(run)).latest_step() == result["step"]
   samples = run / "train_samples" / f"step{result['step']}"
