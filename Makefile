@@ -30,13 +30,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The demo: prepare the bundled piano/violin data, train configs/demo.py,
-# generate a few seconds per class, evaluate. A second run reuses the
+# The demo: prepare the bundled piano/violin data, train the CPU recipe
+# (configs/cpu.py) at a shorter schedule, generate a few seconds per class
+# with the recipe's sampling settings and the crash guard, evaluate. A second run reuses the
 # prepared data and the finished (or resumes the unfinished) training run.
 # `demo-run` is the same without the install step (tests call it with a tiny
 # model through DEMO_FLAGS).
 DEMO_FLAGS ?=
 DEMO_SECONDS ?= 3
+DEMO_STEPS ?= 3100
 
 demo: $(STAMP) demo-run
 
@@ -46,10 +48,10 @@ demo-run:
 	else \
 	  $(PY) -m csrnn_jax.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
 	fi
-	$(PY) train.py --config configs/demo.py --workdir $(DEMO_RUN) \
-	  --config.data.dataset_dir=$(DEMO_DATA) $(DEMO_FLAGS)
+	$(PY) train.py --config configs/cpu.py:$(DEMO_DATA) --workdir $(DEMO_RUN) \
+	  --config.train.num_steps=$(DEMO_STEPS) $(DEMO_FLAGS)
 	$(PY) sample.py --workdir $(DEMO_RUN) --seconds $(DEMO_SECONDS) --num 2 \
-	  --crash-guard --temperature 1.1 --out $(DEMO_RUN)/samples/demo
+	  --crash-guard --out $(DEMO_RUN)/samples/demo
 	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test \
 	  --generated $(DEMO_RUN)/samples/demo
 	@echo
