@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # The demo: prepare the bundled piano/violin data, train the CPU recipe
 # (configs/cpu.py) at a shorter schedule, generate a few seconds per class
-# with the recipe's sampling settings and the crash guard, evaluate. A second run reuses the
+# with the recipe's sampling settings (its config.sample), evaluate. A second run reuses the
 # prepared data and the finished (or resumes the unfinished) training run.
 # `demo-run` is the same without the install step (tests call it with a tiny
 # model through DEMO_FLAGS).
@@ -51,7 +51,7 @@ demo-run:
 	$(PY) train.py --config configs/cpu.py:$(DEMO_DATA) --workdir $(DEMO_RUN) \
 	  --config.train.num_steps=$(DEMO_STEPS) $(DEMO_FLAGS)
 	$(PY) sample.py --workdir $(DEMO_RUN) --seconds $(DEMO_SECONDS) --num 2 \
-	  --crash-guard --out $(DEMO_RUN)/samples/demo
+	  --out $(DEMO_RUN)/samples/demo
 	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test \
 	  --generated $(DEMO_RUN)/samples/demo
 	@echo
