@@ -67,27 +67,25 @@ class CrashGuard:
     self.reach = math.ceil(longest * sample_rate)
     self.rewinds, self.crashes = [], []
 
-  def segments(self, generator: sampling.Generator, cond_BxC, seeds,
+  def segments(self, generator: sampling.Generator, cond, seeds,
                num_samples: int, temperature=1.0,
                options: sampling.SamplingOptions = sampling.SamplingOptions(),
                prime_BxP=None, start: str = "h0", guidance=1.0,
                mix_weights=None):
     """Yields (samples_BxS, logp_BxS) until num_samples are out.
 
-    As ``Generator.segments``, but cond_BxC holds one condition vector per
-    row (no schedule; with mix_weights one per component). The rewind unit is
-    ``segment_seconds`` rounded down to whole top frames.
+    As ``Generator.segments`` (schedules of conditions or mix weights
+    included: a rewound row reads its own frames' again). The rewind unit
+    is ``segment_seconds`` rounded down to whole top frames.
     """
     lookback = generator.cfg.lookback
-    if np.ndim(cond_BxC) != (2 if mix_weights is None else 3):
-      raise ValueError("the crash guard takes one condition vector per row "
-                       "(or per mix component), not a schedule")
     frames = max(1, self.segment_samples // lookback)
     seg = frames * lookback
     n_segs = math.ceil(num_samples / seg)
+    n_frames = math.ceil(num_samples / lookback)
     # pylint: disable-next=protected-access
-    rows = generator._rows(cond_BxC, seeds, frames, temperature, guidance,
-                           mix_weights, options)
+    rows = generator._rows(cond, seeds, n_frames, temperature, guidance,
+                           mix_weights, options, frames)
     b = rows.keys_B.shape[0]
     state = generator._prime(  # pylint: disable=protected-access
         generator.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0], start=start,
@@ -105,10 +103,13 @@ class CrashGuard:
               jax.random.fold_in(rows.keys_B[r], attempt[r]), pos[r])
           for r in range(b)])
       state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
+      index_BxF = np.minimum(np.array(pos)[:, None] * frames
+                             + np.arange(frames), n_frames - 1)
+      cond_BxMxFxC, scales_BxMxF = rows.frames(index_BxF)
       # pylint: disable-next=protected-access
       state, samples_BxS, logp_BxS = generator._segment(
-          generator.params, state, rows.cond_BxMxNxC, keys_B,
-          rows.temperature_B, rows.scales_BxM, step * seg, options=options)
+          generator.params, state, cond_BxMxFxC, keys_B,
+          rows.temperature_B, scales_BxMxF, step * seg, options=options)
       samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
       step += 1
       for r in range(b):

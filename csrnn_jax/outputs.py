@@ -56,20 +56,33 @@ class Row:
   # condition between them is interpolated ("linear") or held ("step").
   schedule: tuple[tuple[float, tuple[float, ...]], ...] = ()
   morph: str = "linear"
+  # How a morph combines the entries of its condition vectors: as the vector
+  # itself ("vector"), or as a product of experts ("experts"), one expert
+  # per entry j (the basis vector e_j, a class) weighted by entry j.
+  morph_mix: str = "vector"
+
+  @property
+  def experts_morph(self) -> bool:
+    return bool(self.schedule) and self.morph_mix == "experts"
 
   @property
   def guided(self) -> bool:
     """Whether the row needs the guided program; if not, its audio is plain
     sampling's, bit for bit."""
-    return self.guidance != 1.0 or bool(self.mix)
+    return self.guidance != 1.0 or bool(self.mix) or self.experts_morph
 
   @property
   def null_weight(self) -> float:
     """The null condition's coefficient in the guided sum, ``1 - s sum_i
-    w_i``: 0 when it cancels (plain rows, and mixes whose weights sum to 1
-    at s = 1), so the audio does not depend on the null condition."""
-    weights = [w for _, w, _ in self.mix] if self.mix else [1.0]
-    return 1.0 - self.guidance * sum(weights)
+    w_i`` (for an experts morph the largest in size over its keyframes, where
+    the extremes lie): 0 when it cancels (plain rows, and mixes whose weights
+    sum to 1 at s = 1), so the audio does not depend on the null
+    condition."""
+    if self.experts_morph:
+      sums = [sum(v) for _, v in self.schedule]
+    else:
+      sums = [sum(w for _, w, _ in self.mix) if self.mix else 1.0]
+    return max((1.0 - self.guidance * w for w in sums), key=abs)
 
 
 def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
@@ -98,6 +111,7 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
 
 
 MORPHS = ("linear", "step")
+MORPH_MIXES = ("vector", "experts")
 
 
 def schedule_vectors(row: Row, n_frames: int, frame_seconds: float):
@@ -121,27 +135,38 @@ def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
   """``cond`` and ``mix_weights`` for ``Generator.segments``: (B, C) and None
   when no row is a mix; else every row's components (B, M, C) and weights
   (B, M), a row with fewer than M padded with weight 0 (which adds nothing).
-  When a row has a schedule, a schedule for every row (B, N, C), N =
+  When a row has a schedule of vectors, a schedule for every row (B, N, C);
+  when one is an experts morph, the weights per frame (B, M, N); N =
   ``n_frames`` top frames of ``frame_seconds``."""
-  if any(r.schedule for r in rows):
-    if any(r.mix for r in rows):
-      raise ValueError("a morph (--cond-schedule) and a product of experts "
-                       "(--cond-mix) cannot share a batch: generate them in "
-                       "two calls (a morph's keyframes may be mixes, which "
-                       "enter as their weighted condition vector)")
+  if any(r.schedule and not r.experts_morph for r in rows):
+    if any(r.mix or r.experts_morph for r in rows):
+      raise ValueError("a morph of condition vectors (--cond-schedule) and a "
+                       "product of experts (--cond-mix, --morph-mix experts) "
+                       "cannot share a batch: generate them in two calls")
     return np.stack([schedule_vectors(r, n_frames, frame_seconds)
                      for r in rows]).reshape(len(rows), n_frames,
                                              cond_dim), None
-  if not any(r.mix for r in rows):
+  if not any(r.mix or r.experts_morph for r in rows):
     return np.array([r.cond for r in rows], np.float32).reshape(
         len(rows), cond_dim), None
-  parts = [r.mix or ((r.name, 1.0, r.cond),) for r in rows]
+  basis = np.eye(cond_dim, dtype=np.float32)
+  parts = []  # per row: [(component vector, weight or weights_N)]
+  for r in rows:
+    if r.experts_morph:
+      weights_NxC = schedule_vectors(r, n_frames, frame_seconds)
+      used = [j for j in range(cond_dim)
+              if any(v[j] != 0 for _, v in r.schedule)] or [0]
+      parts.append([(basis[j], weights_NxC[:, j]) for j in used])
+    else:
+      parts.append([(v, w) for _, w, v in r.mix] or [(r.cond, 1.0)])
   m = max(map(len, parts))
-  parts = [p + ((p[0][0], 0.0, p[0][2]),) * (m - len(p)) for p in parts]
-  cond_BxMxC = np.array([[v for _, _, v in p] for p in parts],
+  parts = [p + [(p[0][0], 0.0)] * (m - len(p)) for p in parts]
+  cond_BxMxC = np.array([[v for v, _ in p] for p in parts],
                         np.float32).reshape(len(rows), m, cond_dim)
-  return cond_BxMxC, np.array([[w for _, w, _ in p] for p in parts],
-                              np.float32)
+  shape = (m, n_frames) if any(r.experts_morph for r in rows) else (m,)
+  weights = np.stack([np.stack([np.broadcast_to(np.float32(w), shape[1:])
+                                for _, w in p]) for p in parts])
+  return cond_BxMxC, weights.astype(np.float32)
 
 
 def settings(row: Row, options: sampling.SamplingOptions, start: str,
@@ -159,6 +184,7 @@ def settings(row: Row, options: sampling.SamplingOptions, start: str,
     out["cond_mix"] = {name: weight for name, weight, _ in row.mix}
   if row.schedule:
     out["cond_schedule"] = [[t, list(v)] for t, v in row.schedule]
+    out["morph_mix"] = row.morph_mix
     out["morph"] = row.morph
   return out
 

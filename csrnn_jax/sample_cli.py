@@ -8,7 +8,7 @@ generate wav files from a run's checkpoint.
   python sample.py --workdir runs/ambient --cond happy --guidance 3
   python sample.py --workdir runs/ambient --cond-mix space=0.5,creepy=0.5
   python sample.py --workdir runs/ambient --cond-schedule happy@0,sad@10 \
-      --seconds 20
+      --seconds 20 [--morph-mix experts]
 
 Every output is named ``<condition>_seed<seed>_t<temperature>`` plus the
 settings that change its audio (``outputs.file_stem``), ``.wav``, with a JSON
@@ -159,7 +159,7 @@ def _per_output(values: list[float], n_out: int, flag: str) -> list[float]:
 
 def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
                guidances=(1.0,), cond_mixes=(), cond_schedules=(),
-               morph="linear"):
+               morph="linear", morph_mix="vector"):
   """One Row per output: each condition (class name, vector, mix of classes
   or morph) times ``num``."""
   class_names = list(config.data.class_names)
@@ -198,7 +198,9 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
     name = "-".join("+".join(f"{n}{w:g}" if len(pairs) > 1 else n
                              for n, w in pairs) + f"@{t:g}s"
                     for t, pairs in keyframes)
-    conds.append((f"morph-{morph}-{name}", schedule[0][1], (), schedule))
+    experts = "experts-" if morph_mix == "experts" else ""
+    conds.append((f"morph-{morph}-{experts}{name}", schedule[0][1], (),
+                  schedule))
   if not conds:
     conds = ([(n, tuple(float(i == j) for j in range(cond_dim)), (), ())
               for i, n in enumerate(class_names)] if cond_dim else
@@ -212,7 +214,7 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
   for i, (name, vector, mix, schedule) in enumerate(c for c in conds
                                                     for _ in range(num)):
     rows.append(outputs.Row(name, vector, seed + i, temps[i], scales[i], mix,
-                            schedule, morph))
+                            schedule, morph, morph_mix))
   return rows
 
 
@@ -287,6 +289,10 @@ def main(argv=None) -> int:
   p.add_argument("--morph", choices=outputs.MORPHS, default="linear",
                  help="between keyframes: interpolate the condition vector "
                  "or hold the last keyframe's")
+  p.add_argument("--morph-mix", choices=outputs.MORPH_MIXES, default="vector",
+                 help="a morph enters as its (interpolated) condition vector, "
+                 "or as a product of experts of its classes, weighted by "
+                 "their (interpolated) weights, like --cond-mix")
   p.add_argument("--num", type=int, default=1, help="outputs per condition")
   p.add_argument("--seconds", type=float, default=4.0)
   # The sampling settings default to the run's config.sample (the recipe's
@@ -335,7 +341,7 @@ def main(argv=None) -> int:
                       _floats(settings["guidance"]),
                       [_cond_mix(m) for m in args.cond_mix],
                       [_cond_schedule(c) for c in args.cond_schedule],
-                      args.morph)
+                      args.morph, args.morph_mix)
     guided = any(r.guided for r in rows)
     options = sampling.SamplingOptions(
         settings["top_k"], settings["top_p"], settings["min_p"],

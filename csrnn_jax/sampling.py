@@ -301,12 +301,12 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
 
 
 def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
-                     scales_BxM, start_index, options: SamplingOptions):
+                     scales_BxMxF, start_index, options: SamplingOptions):
   """F = cond_BxMxFxC.shape[2] top frames of audio after ``state``.
 
   cond_BxMxFxC: each row's M condition components per top frame (M = 1
-  without guidance); scales_BxM: their guidance scales (unused without
-  guidance). ``state`` holds B P rows (``pass_conditions``).
+  without guidance); scales_BxMxF: their guidance scales per top frame
+  (unused without guidance). ``state`` holds B P rows (``pass_conditions``).
   Returns (state, samples_BxS with S = F * FS(K), logp_BxS: each sample's
   log-probability under the untempered, guided model). ``start_index`` is
   the absolute index of the first sample (for the per-sample keys).
@@ -319,7 +319,7 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
 
   def top_frame(gen, xs):
     carry, last_RxL, acc_FxRxD = gen
-    f, cond_RxC = xs
+    f, cond_RxC, scales_BxM = xs
     vectors, h = m.frame_step(top, last_RxL, cond_RxC, None, carry[top])
     ctx = _Context(m, tables_FxQxD, push_QxFxD, keys_B, temperature_B,
                    scales_BxM, options, start_index + f * lookback)
@@ -335,7 +335,8 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
   push_QxFxD = sample_step.push_tables(tables_FxQxD)
   acc_FxRxD = sample_step.initial_sums(tables_FxQxD,
                                        state.last_frame_BxL[:, -fs1:])
-  xs = (jnp.arange(cond_RxFxC.shape[1]), jnp.swapaxes(cond_RxFxC, 0, 1))
+  xs = (jnp.arange(cond_RxFxC.shape[1]), jnp.swapaxes(cond_RxFxC, 0, 1),
+        jnp.moveaxis(scales_BxMxF, 2, 0))
   (carry, last, _), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
       top_frame, (state.carry, state.last_frame_BxL, acc_FxRxD), xs)
   flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(b, -1)
@@ -345,16 +346,30 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
 class _Rows(NamedTuple):
   """A batch's checked inputs, one entry per output row: M condition
   components per top frame (B, M, N, C), keys, temperatures (B,) and the
-  components' guidance scales (B, M)."""
+  components' guidance scales per top frame (B, M, N). ``per_frame``: N
+  counts the audio's top frames (a schedule, sliced per segment); else the
+  rows' one condition is broadcast over N frames of one segment."""
   cond_BxMxNxC: jax.Array
   keys_B: jax.Array
   temperature_B: jax.Array
-  scales_BxM: jax.Array
+  scales_BxMxN: jax.Array
+  per_frame: bool
 
+  def map(self, fn):
+    """The rows with ``fn`` applied to each of their arrays."""
+    return self._replace(**{k: fn(getattr(self, k)) for k in self._fields
+                            if k != "per_frame"})
 
-def _is_schedule(cond, mix_weights) -> bool:
-  """Whether ``cond`` holds one vector per top frame (B, N, C)."""
-  return mix_weights is None and np.ndim(cond) == 3
+  def frames(self, index_F):
+    """The conditions and scales of top frames ``index_F`` (of the audio; a
+    row's own frames (B, F) when 2-D), or the held ones."""
+    if not self.per_frame:
+      return self.cond_BxMxNxC, self.scales_BxMxN
+    if np.ndim(index_F) == 1:
+      return self.cond_BxMxNxC[:, :, index_F], self.scales_BxMxN[:, :, index_F]
+    rows_Bx1 = np.arange(len(index_F))[:, None]
+    return (jnp.swapaxes(self.cond_BxMxNxC[rows_Bx1, :, index_F], 1, 2),
+            jnp.swapaxes(self.scales_BxMxN[rows_Bx1, :, index_F], 1, 2))
 
 
 class Generator:
@@ -378,11 +393,11 @@ class Generator:
     self.traces = 0  # how often the segment program was traced (tests)
 
   def _segment_impl(self, params, state, cond_BxMxFxC, keys_B, temperature_B,
-                    scales_BxM, start_index, options):
+                    scales_BxMxF, start_index, options):
     self.traces += 1
     m = model_lib.bind(self.graphdef, params)
     return generate_segment(m, state, cond_BxMxFxC, keys_B, temperature_B,
-                            scales_BxM, start_index, options)
+                            scales_BxMxF, start_index, options)
 
   def _prime_impl(self, params, prime_BxP, cond_BxMxC, start, guided):
     """The state before the first sample, B P pass rows (B = cond rows)."""
@@ -399,8 +414,9 @@ class Generator:
             mix_weights, options: SamplingOptions,
             held_frames: int | None = None) -> _Rows:
     """Checks a batch's inputs (see ``segments``) and shapes them for the
-    compiled programs. A schedule must cover ``n_frames``; one condition per
-    row is broadcast over ``held_frames`` (default ``n_frames``) only."""
+    compiled programs. A schedule (of conditions or of mix weights) must
+    cover ``n_frames``; one condition per row is broadcast over
+    ``held_frames`` (default ``n_frames``) only."""
     c = self.cfg.cond_dim
     cond = jnp.asarray(cond, jnp.float32)
     seeds = np.asarray(seeds, np.uint32).reshape(-1)
@@ -409,46 +425,57 @@ class Generator:
       raise ValueError("no rows to generate: give at least one seed")
     if not bool(jnp.all(jnp.isfinite(cond))):
       raise ValueError("condition vectors must be finite")
-    schedule = _is_schedule(cond, mix_weights)
+    # Which inputs are per top frame: a (B, N, C) condition, (B, M, N) weights.
+    cond_frames = mix_weights is None and cond.ndim == 3
+    weight_frames = mix_weights is not None and np.ndim(mix_weights) == 3
     if mix_weights is None:
-      weights_BxM = jnp.ones((b, 1), jnp.float32)
+      weights_BxMxN = jnp.ones((b, 1, 1), jnp.float32)
       if cond.shape[0] != b or cond.shape[-1] != c or cond.ndim not in (2, 3):
         raise ValueError(f"condition of shape {cond.shape}; expected ({b}, {c})"
                          f" or ({b}, frames, {c})")
       cond = cond[:, None] if cond.ndim == 3 else cond[:, None, None]
     else:
-      weights_BxM = jnp.asarray(mix_weights, jnp.float32)
-      if weights_BxM.ndim != 2 or weights_BxM.shape[0] != b:
-        raise ValueError(f"mix_weights of shape {weights_BxM.shape}; expected"
-                         f" ({b}, components)")
-      if cond.shape != (b, weights_BxM.shape[1], c):
+      weights_BxMxN = jnp.asarray(mix_weights, jnp.float32)
+      if weights_BxMxN.ndim not in (2, 3) or weights_BxMxN.shape[0] != b:
+        raise ValueError(f"mix_weights of shape {weights_BxMxN.shape}; "
+                         f"expected ({b}, components) or ({b}, components, "
+                         "frames)")
+      m = weights_BxMxN.shape[1]
+      if cond.shape != (b, m, c):
         raise ValueError(
-            f"condition of shape {cond.shape}; a mix of {weights_BxM.shape[1]}"
-            f" components needs one vector per component: ({b}, "
-            f"{weights_BxM.shape[1]}, {c})")
+            f"condition of shape {cond.shape}; a mix of {m} components needs "
+            f"one vector per component: ({b}, {m}, {c})")
       cond = cond[:, :, None]
-    if not schedule:
-      cond = jnp.broadcast_to(cond, cond.shape[:2] + (held_frames or n_frames,
-                                                      c))
-    elif cond.shape[2] < n_frames:
-      raise ValueError(f"the condition schedule has {cond.shape[2]} vectors;"
-                       f" {n_frames} top frames need one each (one per "
-                       f"{self.cfg.lookback} samples)")
+      if weights_BxMxN.ndim == 2:
+        weights_BxMxN = weights_BxMxN[:, :, None]
+    per_frame = cond_frames or weight_frames
+    for what, n, given in (("condition schedule", cond.shape[2], cond_frames),
+                           ("mix weight schedule", weights_BxMxN.shape[2],
+                            weight_frames)):
+      if given and n < n_frames:
+        raise ValueError(f"the {what} has {n} vectors; {n_frames} top frames "
+                         f"need one each (one per {self.cfg.lookback} "
+                         "samples)")
+    frames = (max(cond.shape[2], weights_BxMxN.shape[2]) if per_frame
+              else held_frames or n_frames)
+    cond = jnp.broadcast_to(cond, cond.shape[:2] + (frames, c))
     temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
                                      (b,))
     if not bool(jnp.all(temperature_B > 0)):
       raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
-    scales_BxM = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32),
-                                  (b,))[:, None] * weights_BxM
-    if not bool(jnp.all(jnp.isfinite(scales_BxM))):
+    scales_BxMxN = jnp.broadcast_to(
+        jnp.broadcast_to(jnp.asarray(guidance, jnp.float32),
+                         (b,))[:, None, None] * weights_BxMxN,
+        cond.shape[:3])
+    if not bool(jnp.all(jnp.isfinite(scales_BxMxN))):
       raise ValueError("guidance scales and mix weights must be finite")
-    plain = mix_weights is None and bool(jnp.all(scales_BxM == 1))
+    plain = mix_weights is None and bool(jnp.all(scales_BxMxN == 1))
     if not options.guided and not plain:
       raise ValueError(
           "guidance other than 1 and mixes run the guided program: pass "
           "options=SamplingOptions(guide='logits') (or 'cond_vectors')")
     return _Rows(cond, jax.vmap(jax.random.key)(jnp.asarray(seeds)),
-                 temperature_B, scales_BxM)
+                 temperature_B, scales_BxMxN, per_frame)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
@@ -464,7 +491,8 @@ class Generator:
     ``l_null + s (l_cond - l_null)`` (1: plain sampling; 0: the null
     condition alone). mix_weights (B, M): a product of experts of M
     conditions, cond (B, M, C) holding them; component i's scale is
-    ``guidance * mix_weights[:, i]``.
+    ``guidance * mix_weights[:, i]``. mix_weights (B, M, N): the weights per
+    top frame (a morph between mixes).
     """
     if not 1 <= num_samples <= MAX_SAMPLES:
       raise ValueError(f"num_samples={num_samples}: give 1 to {MAX_SAMPLES} "
@@ -474,13 +502,12 @@ class Generator:
     per_segment = min(max(1, segment_samples // lookback), n_frames)
     # A schedule is sliced per segment; one condition per row is broadcast
     # over one segment, so memory does not grow with num_samples.
-    schedule = _is_schedule(cond, mix_weights)
     rows = self._rows(cond, seeds, n_frames, temperature, guidance,
                       mix_weights, options, per_segment)
     b = rows.keys_B.shape[0]
     if self.mesh is not None:  # pad the rows to a multiple of the devices
       pad = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)), b - 1)
-      rows = jax.tree_util.tree_map(lambda x: x[pad], rows)
+      rows = rows.map(lambda x: x[pad])
       prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[pad]
     state = self._prime(self.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0],
                         start=start, guided=options.guided)
@@ -488,15 +515,14 @@ class Generator:
       state = GenState(
           sharding.shard_batch_rows(state.carry, self.mesh, batch_axis=1),
           sharding.shard_batch_rows(state.last_frame_BxL, self.mesh))
-      rows = sharding.shard_batch_rows(rows, self.mesh)
+      rows = rows.map(lambda x: sharding.shard_batch_rows(x, self.mesh))
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
       frames = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
-      cond_BxMxFxC = (rows.cond_BxMxNxC[:, :, frames] if schedule
-                      else rows.cond_BxMxNxC)
+      cond_BxMxFxC, scales_BxMxF = rows.frames(frames)
       state, samples_BxS, logp_BxS = self._segment(
           self.params, state, cond_BxMxFxC, rows.keys_B,
-          rows.temperature_B, rows.scales_BxM, first * lookback,
+          rows.temperature_B, scales_BxMxF, first * lookback,
           options=options)
       keep = min(per_segment * lookback, num_samples - first * lookback)
       yield (np.asarray(samples_BxS[:b, :keep]),

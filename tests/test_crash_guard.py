@@ -13,6 +13,7 @@ from csrnn_jax import model as M
 from csrnn_jax import outputs
 from csrnn_jax import sampling
 from test_model import randomize
+from test_sampling import teacher_forced_logp
 
 SR = 16000
 SEGMENT = 160  # samples: 0.01 s, 10 top frames of 16
@@ -87,6 +88,45 @@ def test_guided_rows_rewind_with_their_null_pass(gen):
   np.testing.assert_array_equal(samples[1], plain[1])
   np.testing.assert_array_equal(samples[0, :SEGMENT], plain[0, :SEGMENT])
   assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
+
+
+def assert_rewound_row_follows_the_model(gen, cond, n):
+  """Rows 0 and 1 under ``cond``: row 0 crashes once and is rewound, row 1
+  is the plain generator's; both rows' log-probabilities are the
+  teacher-forced ones of the audio they got."""
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015))
+  chunks = list(guard.segments(gen, cond, [3, 4], n))
+  samples = np.concatenate([s for s, _ in chunks], 1)
+  logp = np.concatenate([l for _, l in chunks], 1)
+  plain, _ = gen.generate(cond, [3, 4], n)
+  assert guard.rewinds == [1, 0]
+  np.testing.assert_array_equal(samples[1], plain[1])
+  assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
+  expected, _ = teacher_forced_logp(gen.graphdef, gen.params, samples, cond)
+  np.testing.assert_allclose(logp, expected, atol=1e-4)  # as test_sampling's
+
+
+def test_a_rewound_row_reads_its_own_frames_of_a_schedule(gen):
+  """A condition schedule (one class per top frame, cycling) and a schedule
+  of mix weights: rows without crashes are the plain generator's, and the
+  rewound row, which lags the other by a segment, still follows its own
+  frames (its log-probabilities are the teacher-forced ones)."""
+  frames = 1600 // gen.cfg.lookback
+  assert_rewound_row_follows_the_model(gen, np.stack([
+      np.eye(3)[np.arange(frames) % 3],
+      np.eye(3)[(np.arange(frames) + 1) % 3]]), 1600)
+  options = sampling.SamplingOptions(guide="logits")
+  ramp_N = np.linspace(0, 1, frames, dtype=np.float32)
+  weights_BxMxN = np.stack([np.stack([1 - ramp_N, ramp_N])] * 2)
+  components = np.eye(3)[[[0, 1], [1, 2]]]
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR)
+  chunks = list(guard.segments(gen, components, [3, 4], 1600, options=options,
+                               mix_weights=weights_BxMxN))
+  plain, _ = gen.generate(components, [3, 4], 1600, options=options,
+                          mix_weights=weights_BxMxN)
+  np.testing.assert_array_equal(np.concatenate([s for s, _ in chunks], 1),
+                                plain)
 
 
 def test_rewinds_stop_at_max_rewinds(gen):

@@ -199,7 +199,8 @@ def guided_reference(graphdef, params, x_BxN, conds, scales_BxM, guide):
   """Guided logits (B, N, Q) for every prefix of x_BxN (after q_zero
   silence), from the teacher-forced forward under each condition component
   (conds: M arrays (B, C)) and the null condition, combined as
-  ``null + sum_i s_i (v_i - null)`` on the logits or on the tier-2 vectors."""
+  ``null + sum_i s_i (v_i - null)`` on the logits or on the tier-2 vectors
+  (scales (B, M), or (B, M, N) one per sample)."""
   m = M.bind(graphdef, params)
   b, lookback, fs1 = x_BxN.shape[0], m.cfg.lookback, m.cfg.frame_sizes[0]
   x = jnp.concatenate([jnp.full((b, lookback), 128, jnp.int32),
@@ -207,8 +208,12 @@ def guided_reference(graphdef, params, x_BxN, conds, scales_BxM, guide):
   carry = m.initial_carry(b)
   conds = list(conds) + [m.null_condition(b)]
 
+  scales = jnp.asarray(scales_BxM)  # (B, M), or (B, M, N) per sample
+  scales_BxMxNx1 = (scales[:, :, None, None] if scales.ndim == 2
+                    else scales[..., None])
+
   def combine(v):
-    return v[-1] + sum(scales_BxM[:, i, None, None] * (v[i] - v[-1])
+    return v[-1] + sum(scales_BxMxNx1[:, i] * (v[i] - v[-1])
                        for i in range(len(v) - 1))
 
   if guide == "logits":
@@ -290,6 +295,69 @@ def test_a_mix_of_two_conditions_equals_the_reference(guided_generator):
   plain, plain_logp = gen.generate(components[:, 0], [1, 2], 64)
   np.testing.assert_array_equal(alone, plain)
   np.testing.assert_array_equal(alone_logp, plain_logp)
+
+
+def test_a_morph_between_mixes_equals_the_reference(guided_generator):
+  """Mix weights per top frame (B, M, N): each frame's samples follow that
+  frame's weights, also across segments; weights constant over the frames
+  are the (B, M) mix, bit for bit."""
+  graphdef, params, gen = guided_generator
+  components = np.eye(3)[[[0, 1], [2, 0]]]  # (B, M, C)
+  ramp_N = np.linspace(0, 1, 4, dtype=np.float32)  # 64 samples: 4 top frames
+  weights_BxMxN = np.stack([np.stack([1 - ramp_N, ramp_N]),
+                            np.array([[1, 1, 0, 0], [0, 0, 1, 1]],
+                                     np.float32)])
+  guidance = np.array([1.0, 2.0], np.float32)
+  x, logp = gen.generate(components, [1, 2], 64, options=guided("logits"),
+                         guidance=guidance, mix_weights=weights_BxMxN)
+  lookback = M.bind(graphdef, params).cfg.lookback
+  scales_BxMxS = guidance[:, None, None] * np.repeat(weights_BxMxN, lookback,
+                                                     axis=2)
+  logits = guided_reference(graphdef, params, x, [components[:, 0],
+                                                  components[:, 1]],
+                            scales_BxMxS, "logits")
+  expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
+                                 -1)[..., 0]
+  np.testing.assert_allclose(logp, expected, atol=1e-4)  # as the mix test
+  pieces = list(gen.segments(components, [1, 2], 64, options=guided("logits"),
+                             guidance=guidance, mix_weights=weights_BxMxN,
+                             segment_samples=lookback))
+  np.testing.assert_array_equal(np.concatenate([p for p, _ in pieces], 1), x)
+  held = np.array([[0.5, 0.5], [1.0, -0.5]], np.float32)
+  runs = [gen.generate(components, [1, 2], 64, options=guided("logits"),
+                       mix_weights=w)
+          for w in (held, np.repeat(held[:, :, None], 4, axis=2))]
+  np.testing.assert_array_equal(runs[0][0], runs[1][0])
+  np.testing.assert_array_equal(runs[0][1], runs[1][1])
+  with pytest.raises(ValueError, match="mix weight schedule has 3 vectors"):
+    gen.generate(components, [1, 2], 64, options=guided("logits"),
+                 mix_weights=weights_BxMxN[:, :, :3])
+
+
+def test_experts_morph_conditions():
+  """An experts morph gives each class of its keyframes a component whose
+  weight per top frame is that class's interpolated entry; other rows of the
+  batch keep constant weights; a vector morph cannot join a mix."""
+  a, b, c = np.eye(3)
+  morph = outputs.Row("m", tuple(a), 0, 1.0, schedule=(
+      (0.0, tuple(a)), (1.0, tuple(0.5 * a + 0.5 * b))), morph_mix="experts")
+  mix = outputs.Row("x", tuple(0.5 * b + 0.5 * c), 1, 1.0, mix=(
+      ("b", 0.5, tuple(b)), ("c", 0.5, tuple(c))))
+  plain = outputs.Row("c", tuple(c), 2, 1.0)
+  cond_BxMxC, weights_BxMxN = outputs.generator_conditions(
+      [morph, mix, plain], 3, 5, 0.25)
+  np.testing.assert_array_equal(cond_BxMxC[0], [a, b])
+  np.testing.assert_allclose(weights_BxMxN[0], [[1, 0.875, 0.75, 0.625, 0.5],
+                                                [0, 0.125, 0.25, 0.375, 0.5]])
+  np.testing.assert_array_equal(cond_BxMxC[1], [b, c])
+  np.testing.assert_array_equal(weights_BxMxN[1], np.full((2, 5), 0.5))
+  np.testing.assert_array_equal(weights_BxMxN[2], [[1] * 5, [0] * 5])
+  assert morph.guided and morph.null_weight == 0.0
+  assert dataclasses.replace(morph, guidance=2.0).null_weight == -1.0
+  vector = dataclasses.replace(morph, morph_mix="vector")
+  assert not vector.guided
+  with pytest.raises(ValueError, match="cannot share a batch"):
+    outputs.generator_conditions([vector, mix], 3, 5, 0.25)
 
 
 def test_guidance_errors(guided_generator):
@@ -548,25 +616,14 @@ def test_lstm_generation_sharded_equals_one_device(option_generator):
 def test_crash_guard_rewinds_lstm_state():
   """A rewound row restarts from its saved (h, c): the redrawn audio's
   log-probabilities are still the training forward's."""
-  from csrnn_jax import crash_guard  # pylint: disable=import-outside-toplevel
-  from test_crash_guard import FireOnCall, SEGMENT, SR  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from test_crash_guard import assert_rewound_row_follows_the_model
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3, n_rnn=2,
                       cell="lstm")
   graphdef, params = M.build(cfg, 0)
   params = randomize(params, 3, scale=0.2)
-  gen = sampling.Generator(graphdef, params)
-  cond = np.eye(3)[:2]
-  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
-                                 detector=FireOnCall(5, 0.015))
-  chunks = list(guard.segments(gen, cond, [3, 4], 800))
-  samples = np.concatenate([s for s, _ in chunks], 1)
-  logp = np.concatenate([l for _, l in chunks], 1)
-  plain, _ = gen.generate(cond, [3, 4], 800)
-  assert guard.rewinds == [1, 0]
-  np.testing.assert_array_equal(samples[1], plain[1])
-  assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
-  expected, _ = teacher_forced_logp(graphdef, params, samples, cond)
-  np.testing.assert_allclose(logp, expected, atol=1e-4)
+  assert_rewound_row_follows_the_model(
+      sampling.Generator(graphdef, params), np.eye(3)[:2], 800)
 
 
 def test_morph_schedule_gives_each_top_frame_its_condition():
@@ -610,6 +667,31 @@ def test_sample_cli_morph_with_guidance(trained_run, tmp_path):
                                    [0.02, [0.0, 0.5, 0.5]]]
   assert side["morph"] == "step" and side["guidance"] == 2.0
   assert (tmp_path / "morph" / "class_probabilities.png").stat().st_size > 5000
+
+
+def test_sample_cli_experts_morph_with_the_crash_guard(trained_run, tmp_path):
+  """--morph-mix experts: a one-class schedule at guidance 1 is the plain
+  condition, bit for bit; a morph between classes differs from the vector
+  morph; both through the crash guard, which follows each row's frames."""
+  args = [f"--workdir={trained_run}", "--seconds", "0.05", "--crash-guard"]
+  assert sample_cli.main(args + ["--cond", "bells", "--out",
+                                 str(tmp_path / "plain")]) == 0
+  morphs = ["--cond-schedule", "bells@0,bells@0.02", "--cond-schedule",
+            "wind@0,organ@0.03"]
+  for mode in ("experts", "vector"):
+    assert sample_cli.main(args + morphs + ["--morph-mix", mode, "--out",
+                                            str(tmp_path / mode)]) == 0
+  plain, = (tmp_path / "plain").glob("*.wav")
+  constant, morph = sorted((tmp_path / "experts").glob("*.wav"))
+  assert constant.name == ("morph-linear-experts-bells@0s-bells@0.02s_seed0_t1"
+                           "_g1_guard.wav")
+  wave = lambda p: sf.read(str(p), dtype="int16")[0]
+  np.testing.assert_array_equal(wave(constant), wave(plain))
+  side = json.loads(morph.with_suffix(".json").read_text())
+  assert side["morph_mix"] == "experts" and side["crash_guard"] is not None
+  _, vector = sorted((tmp_path / "vector").glob("*.wav"))
+  assert vector.name == "morph-linear-wind@0s-organ@0.03s_seed1_t1_guard.wav"
+  assert np.mean(wave(vector) != wave(morph)) > 0.2
 
 
 @pytest.mark.parametrize("spec", ["bells", "bells@x", "bells@1,wind@0.5",
