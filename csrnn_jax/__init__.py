@@ -1,3 +1,3 @@
-"""csrnn_jax: Conditional SampleRNN in JAX/Flax (see DESIGN and README)."""
+"""csrnn_jax: Conditional SampleRNN in JAX/Flax (README.md, docs/design.md)."""
 
 __version__ = "0.1.0"

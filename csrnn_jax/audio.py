@@ -1,6 +1,6 @@
 """Quantisation of audio to Q integer levels, and back.
 
-Three methods (DESIGN §2):
+Three methods (docs/design.md §2):
 
 - ``linear`` (default): fixed range [-1, 1]; ``q = round((x + 1) * Q / 2)``
   clipped to [0, Q). ``q_zero = Q // 2`` is exactly 0.0, so the padding value

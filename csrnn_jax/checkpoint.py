@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run directory (DESIGN §4).
+"""Orbax checkpoints of a run directory (docs/design.md §4).
 
 A run directory holds ``config.json`` (the resolved config), ``provenance.json``
 and ``checkpoints/<step>/`` with three items: ``params`` and ``opt_state``

@@ -1,10 +1,11 @@
 """A prepared dataset (see ``prepare``) read back as TBPTT training batches.
 
-A batch is B chunks of one split (DESIGN §3). Each chunk is cut to a multiple
-of ``seq_len`` samples, encoded (``audio.encode``: the optional pre-emphasis,
-then quantisation; each chunk starts after silence), and left-padded with ``lookback`` samples of
-``q_zero`` (silence), so that every TBPTT window, the first included, has
-``lookback`` samples of context: ``windows`` cuts a batch into them.
+A batch is B chunks of one split (docs/design.md §3). Each chunk is cut to
+a multiple of ``seq_len`` samples, encoded (``audio.encode``: the optional
+pre-emphasis, then quantisation; each chunk starts after silence), and
+left-padded with ``lookback`` samples of ``q_zero`` (silence), so that every
+TBPTT window, the first included, has ``lookback`` samples of context:
+``windows`` cuts a batch into them.
 
 Training order: epoch e visits the split's chunks in the permutation drawn from
 (seed, e), B at a time, and drops the last partial batch; epochs follow each

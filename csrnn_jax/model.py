@@ -1,4 +1,4 @@
-"""Conditional SampleRNN as flax.nnx modules (DESIGN §2).
+"""Conditional SampleRNN as flax.nnx modules (docs/design.md §2).
 
 K tiers, bottom first: tier 1 is the sample-level MLP, tiers 2..K are
 frame-level GRU (or LSTM) tiers. ``ModelConfig.frame_sizes = (FS(1), ...,

@@ -1,5 +1,5 @@
 """Turns a folder of audio per class, or a CSV of files with labels or vectors,
-into a dataset directory that training reads (DESIGN §3).
+into a dataset directory that training reads (docs/design.md §3).
 
     python -m csrnn_jax.prepare SRC OUT [--labels labels.csv] [options]
     csrnn-prepare SRC OUT ...

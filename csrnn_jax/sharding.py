@@ -1,4 +1,4 @@
-"""Data parallelism over a ``('data',)`` mesh of devices (DESIGN §7).
+"""Data parallelism over a ``('data',)`` mesh of devices (docs/design.md §7).
 
 Parameters and optimizer state are replicated on every device; each chunk
 batch (windows N x B x W, cond B x C, mask B) and the TBPTT carry are split on

@@ -1,4 +1,4 @@
-"""Training: ``train_and_evaluate(config, workdir)`` (DESIGN §4).
+"""Training: ``train_and_evaluate(config, workdir)`` (docs/design.md §4).
 
 A chunk batch (B chunks of, say, 8 s) is cut into TBPTT windows; all windows
 run inside one jitted ``lax.scan`` with one Adam step per window, the hidden

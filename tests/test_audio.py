@@ -1,5 +1,5 @@
-"""Quantisation (DESIGN §2): round trips, mu-law formula, clipping, and the
-pre-emphasis (noise shaping) encode/decode pair."""
+"""Quantisation (docs/design.md §2): round trips, mu-law formula, clipping,
+and the pre-emphasis (noise shaping) encode/decode pair."""
 import numpy as np
 import pytest
 import scipy.signal

@@ -1,5 +1,5 @@
-"""The model of DESIGN §2: GRU and LSTM equations, tap tables, causality,
-TBPTT, generation steps, conditioning (and where it enters), skip
+"""The model of docs/design.md §2: GRU and LSTM equations, tap tables,
+causality, TBPTT, generation steps, conditioning (and where it enters), skip
 connections, RNN dropout, config errors, jit."""
 import jax
 import jax.numpy as jnp
@@ -398,8 +398,9 @@ def test_ambient_size_and_cost():
   expected += d * d + 2 * d + d * q + 2 * q  # hidden and output layers
   assert M.param_count(params) == expected
   macs = M.macs_per_sample(cfg)
-  # DESIGN/issue figures: ~7.1M multiply-adds per position for the reference,
-  # of which ~4.2M are the sample-tier embedding+conv; ~2.9M with tap tables.
+  # docs/model.md's figures: ~7.1M multiply-adds per position for the
+  # reference, of which ~4.2M are the sample-tier embedding+conv; ~2.9M with
+  # tap tables.
   assert abs(macs["total_reference"] / 1e6 - 7.1) < 0.05
   assert abs(macs["sample_input"] / 1e6 - 4.2) < 0.05
   assert abs(macs["total_taps"] / 1e6 - 2.9) < 0.05

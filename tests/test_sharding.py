@@ -1,7 +1,8 @@
-"""Data parallelism (DESIGN §7) on the 4 fake CPU devices of conftest: the
-sharded step equals the single-device one, checkpoints move between device
-counts, batch sizes that do not divide are refused, and two processes joined
-by jax.distributed train bitwise like one process with as many devices."""
+"""Data parallelism (docs/design.md §7) on the 4 fake CPU devices of
+conftest: the sharded step equals the single-device one, checkpoints move
+between device counts, batch sizes that do not divide are refused, and two
+processes joined by jax.distributed train bitwise like one process with as
+many devices."""
 import os
 import pathlib
 import shutil

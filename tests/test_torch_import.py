@@ -1,4 +1,4 @@
-"""Import/export of the original PyTorch checkpoints (issue 6): imported
+"""Import/export of the original PyTorch checkpoints: imported
 random weights give the reference's log-probabilities
 (csrnn_jax/interop/torch_reference.py)
 over TBPTT windows and in generation steps; round trips are bitwise; bad state

@@ -1,6 +1,7 @@
-"""Training (DESIGN §4): learning, resume bitwise, SIGKILL, SIGTERM's exit
-status, divergence, config errors, scan vs one-window-per-dispatch, the loss
-in bits, the hidden state carried across a chunk batch's windows."""
+"""Training (docs/design.md §4): learning, resume bitwise, SIGKILL,
+SIGTERM's exit status, divergence, config errors, scan vs
+one-window-per-dispatch, the loss in bits, the hidden state carried across a
+chunk batch's windows."""
 import json
 import os
 import pathlib

@@ -5,11 +5,11 @@
     csrnn-export-torch RUN OUT.pt [--step latest|best|N]
 
 The original (a fork of samplernn-pytorch) saves ``torch.save`` of a state
-dict whose keys start with ``model.`` and holds no hyperparameters (issue 6
-lists the layout). ``state_dict_layout(cfg)`` is the one table of every key:
-its shape, where it lives in our params (docs/model.md) and the transposes
-between the two, so import and export are exact inverses (pure reshapes and
-transposes: a round trip is bitwise).
+dict whose keys start with ``model.`` and holds no hyperparameters.
+``state_dict_layout(cfg)`` is the one table of every key: its shape, where
+it lives in our params (docs/model.md) and the transposes between the two,
+so import and export are exact inverses (pure reshapes and transposes: a
+round trip is bitwise).
 
 Decisions:
 
