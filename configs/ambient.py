@@ -7,7 +7,7 @@ Data: a folder with one sub-folder per class of ambient music, prepared with
 Run:
     python train.py --config configs/ambient.py --workdir runs/ambient
 Hardware: one GPU (the paper trained 24-30 h on one GPU); on a 2-core CPU this
-model is far too slow to train (use configs/demo.py there).
+model is far too slow to train (use configs/cpu.py there).
 Expected: not yet measured with this code (no GPU run so far); the paper
 reports no NLL, only listening (samples at its step 60k-ish checkpoints).
 """

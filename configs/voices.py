@@ -14,7 +14,7 @@ each file scaled to the same peak (read speech is recorded at many levels):
 Run:
     python train.py --config configs/voices.py --workdir runs/voices
 Hardware: one GPU (the paper: 24-30 h on one Tesla P100); far too slow for a
-CPU (use configs/demo.py there).
+CPU (use configs/cpu.py there).
 Expected: voices that mumble (there is no conditioning on phonemes) but that a
 listener tells apart by speaker; the paper reports no NLL.
 """
