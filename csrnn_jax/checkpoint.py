@@ -300,13 +300,24 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def write_config(workdir: str, config) -> None:
+  """``<workdir>/config.json``, atomically (other hosts or a sample.py may
+  be reading it)."""
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(configlib.to_json(config))
+  os.replace(path + ".tmp", path)
+
+
 def write_run(workdir: str, config, params, provenance: dict,
               step: int = 0) -> None:
-  """A run directory holding only parameters (e.g. an imported model)."""
+  """A run directory holding only parameters (e.g. an imported model);
+  ``provenance`` is its one session record, kept in the same session log
+  as a trained run's (``{"sessions": [...]}``)."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(configlib.to_json(config))
-  write_json(os.path.join(workdir, "provenance.json"), provenance)
+  write_config(workdir, config)
+  write_json(os.path.join(workdir, "provenance.json"),
+             {"sessions": [provenance]})
   ckpt = Checkpointer(workdir)
   ckpt.save(step, params, None, {"source": "params only"})
   ckpt.close()

@@ -29,7 +29,8 @@ def loss_curves(runs: dict[str, list[dict]], png_path: str) -> None:
   ax.set_xlabel("step (Adam updates)")
   ax.set_ylabel("bits per sample")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small")
+  if ax.lines:  # a run without metrics (an imported model) has no curve
+    ax.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
   plt.close(fig)

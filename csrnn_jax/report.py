@@ -24,6 +24,7 @@ import sys
 
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import plots
+from csrnn_jax import provenance
 
 FIXED_COLUMNS = ("run", "config", "seed", "steps", "train_bits", "valid_bits",
                  "test_bits")
@@ -59,10 +60,9 @@ def run_row(workdir: str) -> dict:
   train = [r for r in records if r["kind"] == "train"]
   valid = [r for r in records if r["kind"] == "valid"]
   test = _newest_eval(workdir, "test")
-  provenance_path = os.path.join(workdir, "provenance.json")
-  sessions = (_read_json(provenance_path)["sessions"]
-              if os.path.isfile(provenance_path) else [])
-  revisions = list(dict.fromkeys(s["code_revision"] for s in sessions))
+  sessions, _ = provenance.read_sessions(workdir)
+  revisions = list(dict.fromkeys(s["code_revision"] for s in sessions
+                                 if s.get("code_revision")))
   row = {"run": workdir, "config": config["name"], "seed": config["seed"],
          "steps": train[-1]["step"] if train else 0,
          "train_bits": train[-1]["bits"] if train else None,

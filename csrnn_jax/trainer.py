@@ -379,10 +379,8 @@ def _prepare_run(config, workdir, mesh, accept_dataset_change):
         dir_flag="data.dataset_dir")
   # Resolved, so that evaluate and sample.py find it from any folder.
   config.data.dataset_dir = os.path.abspath(config.data.dataset_dir)
-  if jax.process_index() == 0:  # atomic: other hosts may be reading it
-    with open(config_path + ".tmp", "w") as f:
-      f.write(configlib.to_json(config))
-    os.replace(config_path + ".tmp", config_path)
+  if jax.process_index() == 0:
+    checkpoint_lib.write_config(workdir, config)
   return config, stream
 
 

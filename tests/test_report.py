@@ -5,8 +5,12 @@ import pathlib
 
 import pytest
 
+from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
+from csrnn_jax import model as M
+from csrnn_jax import provenance
 from csrnn_jax import report
 from csrnn_jax import trainer
 
@@ -86,3 +90,30 @@ def test_report_default_out_is_the_runs_folder_and_rejects_non_runs(
   assert (parent / "report.csv").is_file()
   assert report.main([str(tmp_path)]) == 2
   assert "not a run directory" in capsys.readouterr().err
+
+
+def test_report_on_a_parameters_only_run(tiny_dataset, tmp_path):
+  """A run written by ``checkpoint.write_run`` (what the PyTorch importer
+  writes: config, one provenance session, a params checkpoint, no metrics)
+  is a row with no training figures and its session's code revision; the
+  evaluation the importer's user runs next fills in its test bits."""
+  config = tiny_config(tiny_dataset)
+  config.model.cond_dim = 3
+  config.data.class_names = ("bells", "organ", "wind")
+  _, params = M.build(configlib.model_config(config), 0)
+  record = provenance.collect(seed=config.seed)
+  workdir = str(tmp_path / "imported")
+  checkpoint_lib.write_run(workdir, config, params, record)
+  sessions, problem = provenance.read_sessions(workdir)
+  assert problem is None and sessions == [json.loads(json.dumps(
+      record, default=str))]
+  evaluate.evaluate_run(workdir, "test")
+  out = tmp_path / "report"
+  assert report.main([workdir, "--out", str(out)]) == 0
+  with open(out / "report.csv", newline="") as f:
+    row, = csv.DictReader(f)
+  assert row["steps"] == "0" and row["train_bits"] == row["valid_bits"] == ""
+  assert row["code_revision"] == (record["code_revision"] or "")
+  scored, = pathlib.Path(workdir).glob("eval_test_step0.json")
+  assert float(row["test_bits"]) == pytest.approx(
+      json.loads(scored.read_text())["bits"])
