@@ -43,8 +43,8 @@ def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
   fig, axes = plt.subplots(len(clips), 1, figsize=(8, 1.8 * len(clips) + 0.5),
                            squeeze=False)
   for ax, clip, title in zip(axes[:, 0], clips, titles):
-    ax.specgram(clip + 1e-9, NFFT=512, Fs=sample_rate, noverlap=384,
-                cmap="magma")
+    with np.errstate(divide="ignore"):  # digital silence: -inf dB bins
+      ax.specgram(clip, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma")
     ax.set_title(title, fontsize="small")
     ax.set_ylabel("Hz")
   axes[-1, 0].set_xlabel("seconds")
