@@ -126,7 +126,10 @@ def main():
   p.add_argument("--config", default="configs/cpu.py")
   p.add_argument("--set", action="append", default=[],
                  help="KEY=VALUE config override, e.g. model.dim=256")
-  p.add_argument("--sample", default="", help="extra sample.py flags")
+  p.add_argument("--sample", default="",
+                 help='extra sample.py flags, e.g. --sample "--min-p 0.02" '
+                 "(one flag alone: --sample=--crash-guard, or argparse reads "
+                 "it as a flag of this script)")
   p.add_argument("--label", default="run")
   p.add_argument("--num", type=int, default=6, help="clips per class")
   p.add_argument("--seconds", type=float, default=4.0)
