@@ -147,7 +147,8 @@ def _segment_program(cfg, batch: int, options):
       lambda p: sampling.initial_state(M.bind(graphdef, p), batch), params)
   keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
   return segment, (params, state, S((batch, 1, 2, cfg.cond_dim), jnp.float32),
-                   keys, S((batch,), jnp.float32), S((batch, 1), jnp.float32))
+                   keys, S((batch,), jnp.float32),
+                   S((batch, 1, 2), jnp.float32))
 
 
 @pytest.mark.parametrize("batch", [1, 128])
