@@ -292,21 +292,23 @@ def read_config(workdir: str):
         "write it again from the run's config file") from None
 
 
+def write_text(path: str, text: str) -> None:
+  """Write a file atomically (a kill never leaves half a file, and a reader
+  on another host sees the old file or the new one)."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
 def write_json(path: str, obj) -> None:
-  """Write JSON atomically (a kill never leaves half a file)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  """Write JSON atomically."""
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def write_config(workdir: str, config) -> None:
   """``<workdir>/config.json``, atomically (other hosts or a sample.py may
   be reading it)."""
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(configlib.to_json(config))
-  os.replace(path + ".tmp", path)
+  write_text(os.path.join(workdir, "config.json"), configlib.to_json(config))
 
 
 def write_run(workdir: str, config, params, provenance: dict,

@@ -166,7 +166,7 @@ def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
   shape = (m, n_frames) if any(r.experts_morph for r in rows) else (m,)
   weights = np.stack([np.stack([np.broadcast_to(np.float32(w), shape[1:])
                                 for _, w in p]) for p in parts])
-  return cond_BxMxC, weights.astype(np.float32)
+  return cond_BxMxC, weights
 
 
 def settings(row: Row, options: sampling.SamplingOptions, start: str,
