@@ -1,18 +1,17 @@
 """Orbax checkpoints of a run directory (docs/design.md §4).
 
-A run directory holds ``config.json`` (the resolved config), ``provenance.json``
-and ``checkpoints/<step>/`` with three items: ``params`` and ``opt_state``
-(array trees) and ``meta`` (JSON: step, RNG key, data-stream position). Saves
+``<workdir>/checkpoints/<step>/`` (``rundir``) holds three items: ``params``
+and ``opt_state`` (array trees) and ``meta`` (JSON: step, data-stream
+position, early-stopping state, validation NLL, whether sampled). Saves
 happen at chunk-batch boundaries; Orbax writes to a temporary folder and
 renames it when complete, so a run killed mid-save leaves the previous
 checkpoint intact. Kept: the last ``keep``, the best by the validation NLL
 and every step the trainer wrote samples at, as each checkpoint's ``meta``
 records them (``KeepLatestBestAndSampled``), so the best survives any number
-of restarts and the checkpoint behind a sample one liked is there to use. A checkpoint that cannot be read is named;
-"latest" then falls back to the newest intact one. Everything is restored
-from the workdir alone: the config gives the shapes.
-
-``workdir_lock``: one trainer per run directory (an OS file lock).
+of restarts and the checkpoint behind a sample one liked is there to use.
+A checkpoint that cannot be read is named; "latest" then falls back to the
+newest intact one. ``load_run`` restores from the workdir alone: its
+config.json gives the shapes.
 
 With several processes (``sharding``) every process calls ``save`` and
 ``restore`` on a shared workdir; Orbax writes each replicated array once.
@@ -21,11 +20,7 @@ between device counts and hosts.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import socket
 import sys
 
 import jax
@@ -34,19 +29,15 @@ import orbax.checkpoint as ocp
 
 from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
+from csrnn_jax import rundir
 
 BEST_METRIC = "valid_bits"
 SAMPLED = "sampled"  # meta: the trainer wrote samples from this checkpoint
-LOCK_FILE = "train.lock"
 DAMAGED_SUFFIX = ".damaged"
 
 
 class CheckpointError(FileNotFoundError):
   pass
-
-
-class WorkdirBusy(RuntimeError):
-  """Another trainer holds the run directory's lock."""
 
 
 def _to_orbax(tree):
@@ -107,7 +98,7 @@ class Checkpointer:
   """The checkpoints of one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = rundir.checkpoints_dir(workdir)
     self.valid_bits = {}  # step -> the validation NLL its meta records
     self.sampled = set()  # steps whose meta says samples were written
     self.damaged = []  # steps that ``restore`` skipped
@@ -250,84 +241,18 @@ class Checkpointer:
     self.manager.close()
 
 
-@contextlib.contextmanager
-def workdir_lock(workdir: str):
-  """Holds an exclusive lock (flock) on <workdir>/train.lock while the block
-  runs. The OS releases it when the process ends, even by kill -9. Raises
-  WorkdirBusy naming the holder (its pid and host, as it wrote them)."""
-  path = os.path.join(workdir, LOCK_FILE)
-  f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or "a process that did not say which"
-    f.close()
-    raise WorkdirBusy(
-        f"{os.path.abspath(workdir)} is in use by another trainer ({holder});"
-        " wait for it to finish or stop it, or train in another --workdir"
-    ) from None
-  try:
-    f.truncate(0)
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    f.flush()
-    yield
-  finally:
-    f.close()  # releases the lock
-
-
-def read_config(workdir: str):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise CheckpointError(
-        f"{workdir} is not a run directory (no config.json); pass the "
-        "--workdir of a training run or of csrnn-import-torch")
-  with open(path) as f:
-    text = f.read()
-  try:
-    return configlib.from_json(text)
-  except json.JSONDecodeError as e:
-    raise configlib.ConfigError(
-        f"{path} is not valid JSON ({e}); restore it from a copy, or "
-        "write it again from the run's config file") from None
-
-
-def write_text(path: str, text: str) -> None:
-  """Write a file atomically (a kill never leaves half a file, and a reader
-  on another host sees the old file or the new one)."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-
-
-def write_json(path: str, obj) -> None:
-  """Write JSON atomically."""
-  write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def write_config(workdir: str, config) -> None:
-  """``<workdir>/config.json``, atomically (other hosts or a sample.py may
-  be reading it)."""
-  write_text(os.path.join(workdir, "config.json"), configlib.to_json(config))
-
-
-def write_run(workdir: str, config, params, provenance: dict,
-              step: int = 0) -> None:
-  """A run directory holding only parameters (e.g. an imported model);
-  ``provenance`` is its one session record, kept in the same session log
-  as a trained run's (``{"sessions": [...]}``)."""
-  os.makedirs(workdir, exist_ok=True)
-  write_config(workdir, config)
-  write_json(os.path.join(workdir, "provenance.json"),
-             {"sessions": [provenance]})
+def save_params(workdir: str, params, step: int = 0) -> None:
+  """A checkpoint of parameters alone (an imported model: no optimizer
+  state, no data position)."""
   ckpt = Checkpointer(workdir)
   ckpt.save(step, params, None, {"source": "params only"})
   ckpt.close()
 
 
 def load_run(workdir: str, step=None):
-  """(config, model_config, graphdef, params, step) of a run's checkpoint."""
-  config = read_config(workdir)
+  """(config, model_config, graphdef, params, step) of a run's checkpoint
+  (``step`` as in ``Checkpointer.resolve``); the config gives the shapes."""
+  config = rundir.read_config(workdir)
   mcfg = configlib.model_config(config)
   graphdef, params_like = model_lib.abstract(mcfg)
   ckpt = Checkpointer(workdir)

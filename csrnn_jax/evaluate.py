@@ -31,6 +31,7 @@ from csrnn_jax import data as data_lib
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
 from csrnn_jax import provenance
+from csrnn_jax import rundir
 from csrnn_jax import sharding as sharding_lib
 
 
@@ -138,8 +139,7 @@ def evaluate_run(workdir: str, split: str = "valid", step=None,
   result = SplitEvaluator(config, mcfg, graphdef, split).run(params)
   result.update(split=split, step=step,
                 dataset_dir=os.path.abspath(config.data.dataset_dir))
-  checkpoint_lib.write_json(
-      os.path.join(workdir, f"eval_{split}_step{step}.json"), result)
+  rundir.write_eval(workdir, split, step, result)
   return result
 
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
                           args.accept_dataset_change)
     print(format_table(result, args.split, result["step"]))
     if args.generated:
-      config = checkpoint_lib.read_config(args.workdir)
+      config = rundir.read_config(args.workdir)
       config.data.dataset_dir = result["dataset_dir"]  # as checked above
       audio_result = audio_eval.evaluate_generated_dir(config, args.generated)
       print(f"\nGenerated audio in {args.generated} "

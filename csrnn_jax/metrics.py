@@ -15,6 +15,8 @@ import math
 import os
 import sys
 
+from csrnn_jax import rundir
+
 LN2 = math.log(2.0)
 TENSORBOARD_MISSING = (
     "warning: train.tensorboard is on but tensorboardX is not installed, so "
@@ -43,7 +45,7 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, resume_step: int, tensorboard: bool,
                enabled: bool = True):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = rundir.metrics_path(workdir)
     self.enabled = enabled
     self.tb = None
     if not enabled:
@@ -59,7 +61,7 @@ class MetricsWriter:
           print(TENSORBOARD_MISSING, file=sys.stderr, flush=True)
           _warned.append(True)
         return
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tb = SummaryWriter(rundir.tensorboard_dir(workdir))
 
   def write(self, step: int, kind: str, values: dict) -> None:
     if not self.enabled:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from csrnn_jax import audio
 from csrnn_jax import plots
+from csrnn_jax import rundir
 from csrnn_jax import sampling
 
 SPECTROGRAM_SECONDS = 30.0
@@ -298,9 +299,7 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         bits_per_sample=-loglik / num_samples / np.log(2), wall_seconds=wall,
         crash_guard=None if guard is None else {
             "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]})
-    with open(path[:-4] + ".json.tmp", "w") as f:
-      json.dump(sidecar, f, indent=2)
-    os.replace(path[:-4] + ".json.tmp", path[:-4] + ".json")
+    rundir.write_json(path[:-4] + ".json", sidecar)
     os.replace(path + PARTIAL, path)
   plots.spectrograms([np.concatenate(c) for c in clips],
                      stems, sample_rate,

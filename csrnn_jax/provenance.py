@@ -1,18 +1,16 @@
 """What a run needs to be reproduced: code revision, package versions,
 devices, seeds, the data manifest's hash, the command line.
 
-``<workdir>/provenance.json`` holds ``{"sessions": [one record per training
-session]}``. It is a log: a file that cannot be read never stops a run
-(``read_sessions`` says why and the caller warns). ``check_dataset`` compares
-a dataset's manifest with the hash the run's last session recorded, so that a
-run is neither resumed nor scored on another dataset by mistake.
+``collect`` makes one session's record; ``rundir`` keeps the records in the
+run's provenance.json. ``check_dataset`` compares a dataset's manifest with
+the hash the run's last session recorded, so that a run is neither resumed
+nor scored on another dataset by mistake.
 """
 from __future__ import annotations
 
 import datetime
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
@@ -20,7 +18,8 @@ import sys
 
 import jax
 
-FILE = "provenance.json"
+from csrnn_jax import rundir
+
 MANIFEST = "manifest.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
             "librosa", "soundfile", "ml_collections", "csrnn-jax")
@@ -79,22 +78,6 @@ class DatasetChanged(ValueError):
   """A dataset that is not (or cannot be shown to be) the run's."""
 
 
-def read_sessions(workdir: str) -> tuple[list[dict], str | None]:
-  """(the sessions <workdir>/provenance.json records, why it could not be
-  read or None). A missing file is no sessions and no problem."""
-  path = os.path.join(workdir, FILE)
-  if not os.path.exists(path):
-    return [], None
-  try:
-    with open(path, encoding="utf-8") as f:
-      sessions = json.load(f).get("sessions", [])
-    if not isinstance(sessions, list):
-      raise ValueError("'sessions' is not a list")
-    return sessions, None
-  except (OSError, ValueError, AttributeError) as e:
-    return [], f"{path} cannot be read ({type(e).__name__}: {e})"
-
-
 def recorded_manifest_sha256(sessions: list[dict]) -> str | None:
   """The manifest hash of the last session that recorded one."""
   hashes = [s.get("manifest_sha256") for s in sessions
@@ -108,13 +91,14 @@ def check_dataset(workdir: str, dataset_dir: str, trained_dir: str, *,
   the run recorded (it may have moved from ``trained_dir``). ``accept``:
   warn instead. ``accept_flag``/``dir_flag``: how the caller's user says so,
   or points at another dataset, for the message."""
-  sessions, problem = read_sessions(workdir)
+  sessions, problem = rundir.read_sessions(workdir)
   recorded = recorded_manifest_sha256(sessions)
   manifest = os.path.join(dataset_dir, MANIFEST)
   moved = bool(trained_dir) and (os.path.abspath(trained_dir)
                                  != os.path.abspath(dataset_dir))
   if recorded is None or not os.path.isfile(manifest):
-    why = problem or f"{os.path.join(workdir, FILE)} records no manifest hash"
+    why = problem or (f"{rundir.provenance_path(workdir)} records no "
+                      "manifest hash")
     if moved and not accept and os.path.isfile(manifest):
       raise DatasetChanged(
           f"cannot tell whether {dataset_dir} is the dataset {workdir} was "
@@ -129,7 +113,8 @@ def check_dataset(workdir: str, dataset_dir: str, trained_dir: str, *,
     return
   what = (f"{manifest} is not the dataset {workdir} was trained on: its "
           f"sha256 is {current[:12]}..., the run recorded {recorded[:12]}... "
-          f"in {FILE} (prepared again, or another dataset in its place)")
+          f"in {rundir.PROVENANCE} (prepared again, or another dataset in its "
+          "place)")
   if not accept:
     raise DatasetChanged(
         f"{what}. Point {dir_flag} at the dataset the run was trained on, or "

@@ -16,54 +16,29 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
-import json
 import os
-import re
 import sys
 
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import plots
-from csrnn_jax import provenance
+from csrnn_jax import rundir
 
 FIXED_COLUMNS = ("run", "config", "seed", "steps", "train_bits", "valid_bits",
                  "test_bits")
 TAIL_COLUMNS = ("train_seconds", "code_revision")
 
 
-def _read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
-
-
-def _newest_eval(workdir: str, split: str) -> dict | None:
-  """The ``eval_<split>_step<N>.json`` with the largest N, or None."""
-  found = []
-  for path in glob.glob(os.path.join(workdir, f"eval_{split}_step*.json")):
-    match = re.fullmatch(rf"eval_{split}_step(\d+)\.json",
-                         os.path.basename(path))
-    if match:
-      found.append((int(match.group(1)), path))
-  return _read_json(max(found)[1]) if found else None
-
-
 def run_row(workdir: str) -> dict:
   """One run's row: the FIXED_COLUMNS, ``valid/<class>`` per class, then the
   TAIL_COLUMNS; a value the run lacks is None."""
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(config_path):
-    raise FileNotFoundError(
-        f"{workdir}: no config.json, so not a run directory; pass folders "
-        "that train.py wrote (its --workdir)")
-  config = _read_json(config_path)
-  records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
+  run = rundir.load(workdir)
+  records = metrics_lib.read(rundir.metrics_path(workdir))
   train = [r for r in records if r["kind"] == "train"]
   valid = [r for r in records if r["kind"] == "valid"]
-  test = _newest_eval(workdir, "test")
-  sessions, _ = provenance.read_sessions(workdir)
-  revisions = list(dict.fromkeys(s["code_revision"] for s in sessions
+  test = run.newest_eval("test")
+  revisions = list(dict.fromkeys(s["code_revision"] for s in run.sessions
                                  if s.get("code_revision")))
-  row = {"run": workdir, "config": config["name"], "seed": config["seed"],
+  row = {"run": workdir, "config": run.config.name, "seed": run.config.seed,
          "steps": train[-1]["step"] if train else 0,
          "train_bits": train[-1]["bits"] if train else None,
          "valid_bits": valid[-1]["bits"] if valid else None,
@@ -130,7 +105,7 @@ def report(workdirs: list[str], out_dir: str) -> dict:
     f.write(table + "\n")
   write_csv(rows, paths["csv"])
   plots.loss_curves(
-      {w: metrics_lib.read(os.path.join(w, "metrics.jsonl")) for w in workdirs},
+      {w: metrics_lib.read(rundir.metrics_path(w)) for w in workdirs},
       paths["png"])
   return {"rows": rows, "markdown": table, **paths}
 
@@ -148,7 +123,7 @@ def main(argv=None) -> int:
       [os.path.dirname(os.path.abspath(w)) for w in workdirs])
   try:
     result = report(workdirs, out_dir)
-  except (FileNotFoundError, json.JSONDecodeError) as e:
+  except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(result["markdown"])

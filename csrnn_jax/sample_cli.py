@@ -43,6 +43,7 @@ from csrnn_jax import configlib
 from csrnn_jax import crash_guard
 from csrnn_jax import data
 from csrnn_jax import outputs
+from csrnn_jax import rundir
 from csrnn_jax import sampling
 from csrnn_jax import sharding
 
@@ -252,7 +253,7 @@ def condition_order(workdir: str | None) -> str | None:
   config.json's data.cond_names, else data.class_names: the dataset's
   order, which --cond-vector follows), or None if it has none to read."""
   try:
-    config = checkpoint_lib.read_config(workdir) if workdir else None
+    config = rundir.read_config(workdir) if workdir else None
   except (ValueError, FileNotFoundError):
     return None
   names = config and (list(config.data.cond_names)
@@ -333,7 +334,7 @@ def main(argv=None) -> int:
   try:
     step = checkpoint_lib.Checkpointer.parse_step(args.step)
     _check_lengths(args)
-    config = checkpoint_lib.read_config(args.workdir)
+    config = rundir.read_config(args.workdir)
     settings = sampling_settings(args, config.sample)
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       [_floats(v) for v in args.cond_vector], args.num,
@@ -365,7 +366,7 @@ def main(argv=None) -> int:
                            mcfg.q_levels, mcfg.quantization, mcfg.preemphasis)
     config, mcfg, graphdef, params, step = checkpoint_lib.load_run(
         args.workdir, step)
-    out = args.out or os.path.join(args.workdir, "samples", f"step{step}")
+    out = args.out or rundir.samples_dir(args.workdir, step)
     metadata = {"workdir": os.path.abspath(args.workdir),
                 "checkpoint_step": step,
                 "config_sha256": hashlib.sha256(

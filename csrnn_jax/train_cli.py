@@ -174,14 +174,14 @@ def _main(argv):
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
-  from csrnn_jax import checkpoint
+  from csrnn_jax import rundir
   from csrnn_jax import trainer
   try:
     result = trainer.train_and_evaluate(
         _CONFIG.value, _WORKDIR.value,
         accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError,
-          checkpoint.WorkdirBusy, trainer.StorageError) as e:
+          rundir.WorkdirBusy, trainer.StorageError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     if isinstance(e, trainer.StorageError):
       _silence_stderr()  # Orbax's writer threads still report each failure

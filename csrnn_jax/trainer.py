@@ -11,7 +11,7 @@ position, so a killed run resumes exactly where its last checkpoint was: on
 CPU the parameters end bitwise equal to an uninterrupted run's. Nothing is
 saved from a chunk batch that diverged (``divergence``): the run stops and
 its last good checkpoint stays the latest. One trainer at a time holds a
-workdir (``checkpoint.workdir_lock``), and a resume checks that the dataset
+workdir (``rundir.lock``), and a resume checks that the dataset
 is the one the run was trained on (its manifest's hash, ``provenance``).
 
 Training is data parallel over every device (of every process) unless a
@@ -46,6 +46,7 @@ from csrnn_jax import model as model_lib
 from csrnn_jax import outputs
 from csrnn_jax import plots
 from csrnn_jax import provenance
+from csrnn_jax import rundir
 from csrnn_jax import sampling
 from csrnn_jax import sharding as sharding_lib
 
@@ -60,9 +61,6 @@ EXPLODED_LOSS_FACTOR = 2.0
 # Failed writes that leave the run directory as it was before the write.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                   errno.EPERM, errno.EFBIG)
-# The trainer's periodic samples: <workdir>/train_samples/step<N>/, apart
-# from sample.py's default <workdir>/samples/step<N>/.
-TRAIN_SAMPLES = "train_samples"
 
 
 class TrainingDiverged(FloatingPointError):
@@ -369,9 +367,8 @@ def _prepare_run(config, workdir, mesh, accept_dataset_change):
         "fix the config (or leave data.class_names empty to take the "
         "dataset's)")
   config.data.class_names = tuple(stream.class_names)  # the one-hot order
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    saved = checkpoint_lib.read_config(workdir)
+  if os.path.exists(rundir.config_path(workdir)):
+    saved = rundir.read_config(workdir)
     check_compatible(saved, config, workdir)
     provenance.check_dataset(
         workdir, config.data.dataset_dir, saved.data.dataset_dir,
@@ -380,23 +377,8 @@ def _prepare_run(config, workdir, mesh, accept_dataset_change):
   # Resolved, so that evaluate and sample.py find it from any folder.
   config.data.dataset_dir = os.path.abspath(config.data.dataset_dir)
   if jax.process_index() == 0:
-    checkpoint_lib.write_config(workdir, config)
+    rundir.write_config(workdir, config)
   return config, stream
-
-
-def _record_provenance(workdir, config):
-  """Appends this session; a provenance.json that cannot be read is kept
-  as provenance.json.broken and a new log begins (it never stops a run)."""
-  path = os.path.join(workdir, provenance.FILE)
-  sessions, problem = provenance.read_sessions(workdir)
-  if problem:
-    os.replace(path, path + ".broken")
-    print(f"warning: {problem}; kept as {path}.broken, starting a new log",
-          file=sys.stderr)
-  manifest = os.path.join(config.data.dataset_dir, provenance.MANIFEST)
-  sessions.append(provenance.collect(config.seed, manifest,
-                                     config.model.matmul_precision))
-  checkpoint_lib.write_json(path, {"sessions": sessions})
 
 
 def _all_finite(tree) -> jax.Array:
@@ -456,7 +438,7 @@ def write_samples(config, mcfg, graphdef, params, workdir: str,
   return outputs.generate_to_files(
       sampling.Generator(graphdef, params), rows, config.train.sample_seconds,
       config.data.sample_rate,
-      os.path.join(workdir, TRAIN_SAMPLES, f"step{step}"),
+      rundir.train_samples_dir(workdir, step),
       metadata={"checkpoint_step": step}, progress=False,
       name_prefix=f"step{step}_")
 
@@ -465,7 +447,7 @@ def _remove_unused(workdir: str) -> None:
   """Removes a run directory that a failed start created and left holding
   nothing but its lock file."""
   try:
-    if set(os.listdir(workdir)) <= {checkpoint_lib.LOCK_FILE}:
+    if set(os.listdir(workdir)) <= {rundir.LOCK}:
       for name in os.listdir(workdir):
         os.remove(os.path.join(workdir, name))
       os.rmdir(workdir)
@@ -484,7 +466,7 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None,
   ``accept_dataset_change``: resume on a dataset whose manifest differs from
   the one the run recorded (else ``provenance.DatasetChanged``).
 
-  Raises ``checkpoint.WorkdirBusy`` while another trainer holds the workdir,
+  Raises ``rundir.WorkdirBusy`` while another trainer holds the workdir,
   ``TrainingDiverged`` (nothing of the diverged chunk batch saved),
   ``StorageError`` when the workdir cannot be written (what it held is kept).
   """
@@ -499,7 +481,7 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None,
   created = not os.path.exists(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    with (checkpoint_lib.workdir_lock(workdir) if jax.process_index() == 0
+    with (rundir.lock(workdir) if jax.process_index() == 0
           else contextlib.nullcontext()):
       return _train(config, workdir, mesh, accept_dataset_change, saved)
   except Exception as e:  # pylint: disable=broad-except
@@ -536,21 +518,23 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   config, stream = _prepare_run(config, workdir, mesh, accept_dataset_change)
   is_main = jax.process_index() == 0
   if is_main:
-    _record_provenance(workdir, config)
+    rundir.append_session(workdir, provenance.collect(
+        config.seed, os.path.join(config.data.dataset_dir, provenance.MANIFEST),
+        config.model.matmul_precision))
   t = config.train
   mcfg = configlib.model_config(config)
   graphdef, params = model_lib.build(mcfg, config.seed)
   tx = make_optimizer(t)
   params, opt_state = sharding_lib.replicate((params, tx.init(params)), mesh)
   ckpt = checkpoint_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
-  step, rng = 0, jax.random.key(config.seed)
+  step = 0
+  run_key = jax.random.key(config.seed)  # chunk batch s draws fold_in(., s)
   plateau = {"best": None, "best_step": None, "since": 0}  # early stopping
   if ckpt.latest_step() is not None:
     params, opt_state, meta = ckpt.restore("latest", params, opt_state)
     ckpt.set_aside_damaged()
     step = saved["step"] = meta["step"]
     plateau = meta.get("early_stop", plateau)
-    rng = jax.random.wrap_key_data(np.asarray(meta["rng"], np.uint32))
     stream.restore(meta["data_position"])
     print(f"Resuming {workdir} from step {step}.")
   log = metrics_lib.MetricsWriter(workdir, step, t.tensorboard, is_main)
@@ -565,8 +549,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   drop_validation_at = 1 if jax.process_count() == 1 else None
 
   def save(valid_bits=None, sampled=False):
-    meta = {"rng": np.asarray(jax.random.key_data(rng)).tolist(),
-            "data_position": stream.position(), "early_stop": plateau}
+    meta = {"data_position": stream.position(), "early_stop": plateau}
     ckpt.save(step, params, opt_state, meta, valid_bits, sampled)
     saved["step"] = step
     progress.note(f"step {step}: checkpoint saved"
@@ -585,7 +568,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
             data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
         cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
             (batch.cond_BxC, batch.mask_B), mesh)
-        key = jax.random.fold_in(rng, step)  # this chunk batch's windows' keys
+        key = jax.random.fold_in(run_key, step)  # this chunk batch's keys
         if t.scan_windows and not compiled:
           start = time.perf_counter()  # compile once, ahead of time, to time it
           chunk_step = chunk_step.lower(
@@ -641,7 +624,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
               "evaluations_without_improvement": plateau["since"]})
         if is_main:
           plots.loss_curves({config.name: metrics_lib.read(log.path)},
-                            os.path.join(workdir, "loss_curve.png"))
+                            rundir.loss_curve_path(workdir))
       sample_due = bool(t.sample_every) and stop.signum is None and (
           _crossed(before, step, t.sample_every) or done)
       if (_crossed(before, step, t.checkpoint_every) or done

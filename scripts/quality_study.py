@@ -33,8 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from csrnn_jax import audio_eval  # noqa: E402
-from csrnn_jax import checkpoint as checkpoint_lib  # noqa: E402
 from csrnn_jax import metrics as metrics_lib  # noqa: E402
+from csrnn_jax import rundir  # noqa: E402
 
 
 def run(cmd: list[str]) -> float:
@@ -56,7 +56,7 @@ def train(args) -> float | None:
 
 def sample(args, config, label: str, num: int, seconds: float,
            mixes: bool) -> str:
-  out = os.path.join(args.workdir, "samples", label)
+  out = os.path.join(args.workdir, rundir.SAMPLES, label)
   base = [sys.executable, "sample.py", f"--workdir={args.workdir}",
           f"--seconds={seconds:g}", f"--out={out}"] + shlex.split(args.sample)
   run(base + [f"--num={num}", f"--seed={args.seed}"])
@@ -71,8 +71,7 @@ def sample(args, config, label: str, num: int, seconds: float,
 
 
 def valid_bits(workdir: str):
-  records = [r for r in metrics_lib.read(os.path.join(workdir,
-                                                      "metrics.jsonl"))
+  records = [r for r in metrics_lib.read(rundir.metrics_path(workdir))
              if r["kind"] == "valid"]
   return records[-1]["bits"] if records else None
 
@@ -141,7 +140,7 @@ def main():
   p.add_argument("--results")
   args = p.parse_args()
   train_seconds = train(args)
-  config = checkpoint_lib.read_config(args.workdir)
+  config = rundir.read_config(args.workdir)
   evaluate = lambda folder: audio_eval.evaluate_generated_dir(config, folder)
   short = evaluate(sample(args, config, args.label, args.num, args.seconds,
                           mixes=True))

@@ -1,17 +1,17 @@
 """Checkpoints: which ones are kept (the last N and the best, across
-restarts), damaged checkpoints, and the workdir lock. Real Orbax checkpoints
-of small trees."""
-import os
+restarts) and damaged checkpoints. Real Orbax checkpoints of small trees."""
 import pathlib
 import shutil
-import subprocess
-import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
+from csrnn_jax import model as model_lib
+from csrnn_jax import rundir
 
 PARAMS = {"w": jnp.arange(12.0).reshape(3, 4), "layers": {0: jnp.ones(5)}}
 
@@ -108,29 +108,32 @@ def test_every_checkpoint_damaged_says_so(tmp_path):
   ckpt.close()
 
 
-HOLD_LOCK = """
-import sys, time
-from csrnn_jax import checkpoint
-with checkpoint.workdir_lock(sys.argv[1]):
-  print("locked", flush=True)
-  time.sleep(600)
-"""
+def tiny_run_config():
+  config = configlib.base_config()
+  config.model.frame_sizes = (4, 4, 16)
+  config.model.dim = 8
+  config.model.cond_dim = 2
+  return config
 
 
-def test_workdir_lock_is_exclusive_and_released_by_kill_9(tmp_path):
-  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  try:
-    assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(checkpoint_lib.WorkdirBusy,
-                       match=rf"{tmp_path} is in use by another trainer \(pid "
-                             rf"{holder.pid} on .*\); wait for it"):
-      with checkpoint_lib.workdir_lock(str(tmp_path)):
-        pass
-  finally:
-    holder.kill()  # SIGKILL: no cleanup runs in the holder
-    holder.wait()
-  with checkpoint_lib.workdir_lock(str(tmp_path)):  # free again
-    contents = (tmp_path / checkpoint_lib.LOCK_FILE).read_text()
-    assert contents.startswith(f"pid {os.getpid()} ")
+def test_a_parameters_only_run_loads_from_its_workdir_alone(tmp_path):
+  """save_params writes what an importer has (no optimizer state);
+  load_run rebuilds the model from config.json and restores into it."""
+  workdir = str(tmp_path)
+  config = tiny_run_config()
+  mcfg = configlib.model_config(config)
+  _, params = model_lib.build(mcfg, 0)
+  rundir.write_config(workdir, config)
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"no checkpoint in .*; train first"):
+    checkpoint_lib.load_run(workdir)
+  checkpoint_lib.save_params(workdir, params, step=5)
+  _, loaded_mcfg, _, loaded, step = checkpoint_lib.load_run(workdir, "best")
+  assert step == 5 and loaded_mcfg == mcfg
+  for want, got in zip(jax.tree_util.tree_leaves(params),
+                       jax.tree_util.tree_leaves(loaded)):
+    np.testing.assert_array_equal(got, want)
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"no checkpoint at step 7 .*available: 5, "
+                           r"'latest' or 'best'"):
+    checkpoint_lib.load_run(workdir, 7)

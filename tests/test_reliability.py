@@ -19,9 +19,10 @@ from csrnn_jax import configlib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import provenance
+from csrnn_jax import rundir
 from csrnn_jax import sample_cli
 from csrnn_jax import trainer
-from test_checkpoint import HOLD_LOCK
+from test_rundir import HOLD_LOCK
 from test_trainer import REPO, WINDOWS_PER_BATCH, tiny_config
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -52,7 +53,7 @@ def copied(runs, tmp_path, which=1):
   dataset, run = tmp_path / "dataset", tmp_path / "run"
   shutil.copytree(runs[0], dataset)
   shutil.copytree(runs[which], run)
-  config = checkpoint_lib.read_config(str(run))
+  config = rundir.read_config(str(run))
   config.data.dataset_dir = str(dataset)
   (run / "config.json").write_text(configlib.to_json(config))
   return dataset, run
@@ -129,7 +130,7 @@ def test_bad4_resume_refuses_a_changed_dataset(runs, tmp_path):
   config = tiny_config(dataset, num_steps=WINDOWS_PER_BATCH)
   trainer.train_and_evaluate(config, str(run), accept_dataset_change=True)
   recorded = provenance.recorded_manifest_sha256(
-      provenance.read_sessions(str(run))[0])
+      rundir.read_sessions(str(run))[0])
   assert recorded == provenance.sha256(str(dataset / "manifest.json"))
   train(dataset, run, WINDOWS_PER_BATCH)  # the new hash is the run's now
 
@@ -148,7 +149,7 @@ def test_moved_dataset_is_accepted_by_hash_for_evaluate_and_resume(runs,
   assert written["dataset_dir"] == str(moved)
   result = train(moved, run, 2 * WINDOWS_PER_BATCH)
   assert result["step"] == 2 * WINDOWS_PER_BATCH
-  assert checkpoint_lib.read_config(str(run)).data.dataset_dir == str(moved)
+  assert rundir.read_config(str(run)).data.dataset_dir == str(moved)
   # A moved dataset whose manifest differs is refused.
   prepare_again_differently(moved)
   with pytest.raises(provenance.DatasetChanged, match="is not the dataset"):

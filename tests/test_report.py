@@ -1,6 +1,7 @@
 """report builds its table, CSV and loss plot from two real (tiny) runs."""
 import csv
 import json
+import os
 import pathlib
 
 import pytest
@@ -12,6 +13,7 @@ from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as M
 from csrnn_jax import provenance
 from csrnn_jax import report
+from csrnn_jax import rundir
 from csrnn_jax import trainer
 
 from test_trainer import WINDOWS_PER_BATCH, tiny_config
@@ -93,18 +95,21 @@ def test_report_default_out_is_the_runs_folder_and_rejects_non_runs(
 
 
 def test_report_on_a_parameters_only_run(tiny_dataset, tmp_path):
-  """A run written by ``checkpoint.write_run`` (what the PyTorch importer
-  writes: config, one provenance session, a params checkpoint, no metrics)
-  is a row with no training figures and its session's code revision; the
-  evaluation the importer's user runs next fills in its test bits."""
+  """A run as the PyTorch importer writes it (config, one provenance
+  session, a params checkpoint, no metrics) is a row with no training
+  figures and its session's code revision; the evaluation the importer's
+  user runs next fills in its test bits."""
   config = tiny_config(tiny_dataset)
   config.model.cond_dim = 3
   config.data.class_names = ("bells", "organ", "wind")
   _, params = M.build(configlib.model_config(config), 0)
   record = provenance.collect(seed=config.seed)
   workdir = str(tmp_path / "imported")
-  checkpoint_lib.write_run(workdir, config, params, record)
-  sessions, problem = provenance.read_sessions(workdir)
+  os.makedirs(workdir)
+  rundir.write_config(workdir, config)
+  rundir.append_session(workdir, record)
+  checkpoint_lib.save_params(workdir, params)
+  sessions, problem = rundir.read_sessions(workdir)
   assert problem is None and sessions == [json.loads(json.dumps(
       record, default=str))]
   evaluate.evaluate_run(workdir, "test")

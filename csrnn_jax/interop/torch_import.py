@@ -54,6 +54,7 @@ import numpy as np
 from csrnn_jax import checkpoint
 from csrnn_jax import configlib
 from csrnn_jax import provenance
+from csrnn_jax import rundir
 from csrnn_jax.model import ModelConfig
 
 PREFIX = "model."
@@ -485,7 +486,11 @@ def import_run(checkpoint_path, workdir, class_names=None, **given):
       "given": {k: v for k, v in given.items() if v is not None},
       "hyperparameters": hparams,
   }
-  checkpoint.write_run(os.fspath(workdir), config, params, record)
+  workdir = os.fspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  rundir.write_config(workdir, config)
+  rundir.append_session(workdir, record)
+  checkpoint.save_params(workdir, params)
   return config
 
 
