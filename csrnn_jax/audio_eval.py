@@ -53,7 +53,7 @@ import scipy.signal
 import soundfile as sf
 
 from csrnn_jax import audio
-from csrnn_jax import data as data_lib
+from csrnn_jax import dataset as dataset_lib
 
 SEGMENT_SECONDS = 0.5
 N_MFCC = 20
@@ -634,11 +634,9 @@ def load_dataset_clips(dataset_dir, split: str, q_levels: int = 256,
   """A prepared dataset's chunks of one split, as the model hears them
   (``audio.encode`` and ``decode``: quantised, with the model's pre-emphasis,
   and back), or as they are on disk (``as_model_hears=False``)."""
-  manifest = data_lib.load_manifest(dataset_dir)
   clips = []
-  for chunk in manifest["chunks"]:
-    if chunk["split"] != split:
-      continue
+  for chunk in dataset_lib.split_chunks(
+      dataset_lib.read_manifest(dataset_dir), split):
     wave_T, _ = sf.read(pathlib.Path(dataset_dir) / chunk["path"],
                         dtype="float32")
     if as_model_hears:
@@ -700,7 +698,7 @@ def evaluate_folder(generated_dir: str, dataset_dir: str, class_names=None,
   (class order: ``class_names``, default the manifest's; the quantisation
   the model's); writes ``audio_eval.json`` and ``audio_eval.md`` there and
   returns the result."""
-  manifest = data_lib.load_manifest(dataset_dir)
+  manifest = dataset_lib.read_manifest(dataset_dir)
   class_names = list(class_names or manifest["class_names"])
   if len(class_names) < 2:
     raise ValueError("the audio evaluation needs at least two classes")

@@ -1,4 +1,5 @@
-"""A prepared dataset (see ``prepare``) read back as TBPTT training batches.
+"""A prepared dataset (``prepare``, ``dataset``) read back as TBPTT training
+batches.
 
 A batch is B chunks of one split (docs/design.md §3). Each chunk is cut to
 a multiple of ``seq_len`` samples, encoded (``audio.encode``: the optional
@@ -19,7 +20,6 @@ Q <= 256): a prepared dataset is small next to the host's memory.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import queue
 import threading
@@ -29,13 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from csrnn_jax import audio
-from csrnn_jax import prepare
-
-MANIFEST = prepare.MANIFEST
-
-
-class DatasetError(ValueError):
-  """A dataset or stream setting that cannot work; says what to change."""
+from csrnn_jax import dataset
 
 
 class Batch(NamedTuple):
@@ -44,31 +38,6 @@ class Batch(NamedTuple):
   cond_BxC: np.ndarray  # float32 (B, C) condition vectors.
   label_B: np.ndarray  # int32 (B,) class index; -1 for vector labels.
   mask_B: np.ndarray  # float32 (B,) 1 for real rows, 0 for padding rows.
-
-
-def load_manifest(dataset_dir) -> dict:
-  """The manifest.json of a prepared dataset folder, checked for its version."""
-  path = pathlib.Path(dataset_dir) / MANIFEST
-  if not path.parent.is_dir():
-    raise DatasetError(f"{path.parent}: no such dataset folder; make one with "
-                       "`csrnn-prepare SRC OUT` and point the config at OUT")
-  if not path.is_file():
-    raise DatasetError(f"{path}: missing, so {path.parent} is not a prepared "
-                       "dataset; make one with `csrnn-prepare SRC OUT`")
-  try:
-    manifest = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise DatasetError(
-        f"{path} is not valid JSON ({e}): damaged or half written; prepare "
-        "the dataset again (csrnn-prepare SRC OUT --overwrite)") from None
-  if not isinstance(manifest, dict):
-    raise DatasetError(f"{path} holds no manifest object; prepare the "
-                       "dataset again (csrnn-prepare SRC OUT --overwrite)")
-  if manifest.get("format_version") != prepare.FORMAT_VERSION:
-    raise DatasetError(
-        f"{path}: format_version {manifest.get('format_version')!r}, this code "
-        f"reads {prepare.FORMAT_VERSION}; re-run csrnn-prepare on the source")
-  return manifest
 
 
 def windows(x_BxL, seq_len: int, lookback: int):
@@ -103,24 +72,24 @@ class BatchStream:
     audio.check_quantization(quantization)
     audio.check_preemphasis(preemphasis)
     self.dataset_dir = pathlib.Path(dataset_dir)
-    manifest = load_manifest(dataset_dir)
-    chunks = [c for c in manifest["chunks"] if c["split"] == split]
+    manifest = dataset.read_manifest(dataset_dir)
+    chunks = dataset.split_chunks(manifest, split)
     if not chunks:
       present = sorted({c["split"] for c in manifest["chunks"]})
-      raise DatasetError(
+      raise dataset.DatasetError(
           f"{self.dataset_dir}: split {split!r} has no chunks (splits with "
           f"chunks: {', '.join(present)}); pick one of them or prepare more "
           "audio")
     if batch_size < 1 or batch_size % process_count:
-      raise DatasetError(
+      raise dataset.DatasetError(
           f"batch_size {batch_size} must be a positive multiple of "
           f"process_count {process_count}: every host takes an equal share")
     if not 0 <= process_index < process_count:
-      raise DatasetError(f"process_index {process_index} is not in "
+      raise dataset.DatasetError(f"process_index {process_index} is not in "
                          f"[0, process_count={process_count})")
     self.n_windows = manifest["chunk_samples"] // seq_len
     if self.n_windows < 1 or lookback < 0:
-      raise DatasetError(
+      raise dataset.DatasetError(
           f"seq_len {seq_len} (lookback {lookback}) does not fit the chunks of "
           f"{manifest['chunk_samples']} samples; lower seq_len, or prepare "
           "longer chunks")
@@ -159,11 +128,11 @@ class BatchStream:
       try:
         x_T, rate = sf.read(path, dtype="float32")
       except (sf.LibsndfileError, RuntimeError) as e:
-        raise DatasetError(f"{path}: cannot be read ({e}); re-run "
+        raise dataset.DatasetError(f"{path}: cannot be read ({e}); re-run "
                            "csrnn-prepare to rebuild the dataset") from e
       length = self.n_windows * self.seq_len
       if rate != self.sample_rate or x_T.ndim != 1 or len(x_T) < length:
-        raise DatasetError(
+        raise dataset.DatasetError(
             f"{path}: {rate} Hz, shape {x_T.shape}; the manifest wants mono "
             f"{self.sample_rate} Hz of at least {length} samples; re-run "
             "csrnn-prepare to rebuild the dataset")
@@ -195,7 +164,7 @@ class BatchStream:
   def batch_at(self, epoch: int, index: int) -> Batch:
     """Training batch `index` of `epoch` (the same on every call)."""
     if self.batches_per_epoch == 0:
-      raise DatasetError(
+      raise dataset.DatasetError(
           f"split {self.split!r} has {self.num_chunks} chunks, fewer than "
           f"batch_size {self.batch_size}, so no full training batch; lower "
           "batch_size or prepare more audio")
@@ -261,7 +230,7 @@ class BatchStream:
     """Continues from a position() of a stream with the same settings."""
     epoch, index = int(position["epoch"]), int(position["batch"])
     if epoch < 0 or not 0 <= index < max(1, self.batches_per_epoch):
-      raise DatasetError(
+      raise dataset.DatasetError(
           f"position {position} is outside this stream "
           f"({self.batches_per_epoch} batches per epoch); was it saved with "
           "another batch_size or dataset?")

@@ -1,8 +1,7 @@
 """Turns a folder of audio per class, or a CSV of files with labels or vectors,
 into a dataset directory that training reads (docs/design.md §3).
 
-    python -m csrnn_jax.prepare SRC OUT [--labels labels.csv] [options]
-    csrnn-prepare SRC OUT ...
+    csrnn-prepare SRC OUT [--labels labels.csv] [options]
 
 Inputs: ``SRC/<class>/**/*.{wav,flac,ogg,mp3,aiff}`` (the class is the folder
 name), or ``--labels labels.csv`` with a header row and either ``path,label``
@@ -32,9 +31,10 @@ Steps, and the decisions behind them:
    smallest class has there (classes absent from that split do not count),
    taken round-robin over its files so that every file stays represented.
 4. Move the chunks to ``OUT/.build/<split>/<class>/`` (``<split>/all/`` for
-   vector labels), write the manifest there, and only then swap the new
-   dataset in for the old one (a few renames, the manifest last), so a run
-   killed before the end leaves the previous dataset as it was.
+   vector labels), write the manifest (``dataset``) there, and only then
+   swap the new dataset in for the old one (a few renames, the manifest
+   last), so a run killed before the end leaves the previous dataset as it
+   was.
 
 OUT must be new, empty, or hold a dataset made with the same options (it is
 then rebuilt); anything else needs ``overwrite``, which removes only what
@@ -57,15 +57,13 @@ import numpy as np
 from tqdm import tqdm
 
 from csrnn_jax import audio
+from csrnn_jax import dataset
 
-FORMAT_VERSION = 1
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-SPLITS = ("train", "valid", "test")
 VECTOR_GROUP = "all"  # the output folder of vector-labelled chunks.
 STAGING = ".staging"
 BUILD = ".build"  # the new dataset until it is complete
 OLD = ".old"  # the previous dataset while the new one is swapped in
-MANIFEST = "manifest.json"
 PEAK = 0.99
 FULL_SCALE = 1.0 - 2.0 ** -15  # a 16-bit file's largest positive sample
 
@@ -188,13 +186,13 @@ def _sources_from_csv(labels_csv: pathlib.Path):
 def _check_out(out: pathlib.Path, options: dict, overwrite: bool) -> None:
   """Refuses an OUT that holds something else; removes what a killed run
   left in prepare's working folders."""
-  own = set(SPLITS) | {MANIFEST, STAGING, BUILD, OLD}
+  own = set(dataset.SPLITS) | {dataset.MANIFEST, STAGING, BUILD, OLD}
   entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
   if entries and not overwrite:
-    manifest_path = out / MANIFEST
+    manifest_path = dataset.manifest_path(out)
     if manifest_path.is_file():
       try:
-        old = json.loads(manifest_path.read_text()).get("options", {})
+        old = dataset.recorded_options(out)
       except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise PrepareError(
             f"{manifest_path} is not a valid manifest ({e}); pass "
@@ -223,10 +221,10 @@ def _swap_in(out: pathlib.Path) -> None:
   build, old = out / BUILD, out / OLD
   shutil.rmtree(old, ignore_errors=True)
   old.mkdir()
-  for name in (MANIFEST,) + SPLITS:
+  for name in (dataset.MANIFEST,) + dataset.SPLITS:
     if (out / name).exists():
       (out / name).replace(old / name)
-  for name in SPLITS + (MANIFEST,):
+  for name in dataset.SPLITS + (dataset.MANIFEST,):
     if (build / name).exists():
       (build / name).replace(out / name)
   shutil.rmtree(old)
@@ -343,7 +341,7 @@ def _assign_splits(chunks, groups, fractions, seed, verbose) -> dict:
       order = [files[j] for j in rng.permutation(len(files))]
       counts = _split_counts(len(files), fractions)
       split_of = {}
-      for s, name in enumerate(SPLITS):
+      for s, name in enumerate(dataset.SPLITS):
         start = sum(counts[:s])
         split_of.update((f, name) for f in order[start:start + counts[s]])
       for c in mine:
@@ -357,7 +355,7 @@ def _assign_splits(chunks, groups, fractions, seed, verbose) -> dict:
               "that train uses")
       order = [mine[j] for j in rng.permutation(len(mine))]
       counts = _split_counts(len(mine), fractions)
-      for s, name in enumerate(SPLITS):
+      for s, name in enumerate(dataset.SPLITS):
         start = sum(counts[:s])
         for c in order[start:start + counts[s]]:
           c.split = name
@@ -368,7 +366,7 @@ def _balance(chunks, groups) -> list:
   """Keeps, per split, the smallest class's chunk count of every class,
   round-robin over each class's files; returns the dropped chunks."""
   dropped = []
-  for split in SPLITS:
+  for split in dataset.SPLITS:
     by_group = {g: [c for c in chunks if c.split == split and c.group == g]
                 for g in groups}
     present = [len(cs) for cs in by_group.values() if cs]
@@ -396,11 +394,12 @@ def _relative(path: pathlib.Path, root: pathlib.Path) -> str:
   return (path.relative_to(root) if root in path.parents else path).as_posix()
 
 
-def _summary(records, skipped_records) -> str:
-  """A table per class and split: files, chunks, minutes; then skipped files."""
+def _summary(records, groups, skipped_records) -> str:
+  """A table per class and split: files, chunks, minutes; then skipped files.
+  ``groups``: each record's class (or VECTOR_GROUP)."""
   rows = collections.defaultdict(lambda: [set(), 0, 0.0])
-  for r in records:
-    for key in ((r["group"], r["split"]), ("total", r["split"])):
+  for r, group in zip(records, groups):
+    for key in ((group, r["split"]), ("total", r["split"])):
       rows[key][0].add(r["source"])
       rows[key][1] += 1
       rows[key][2] += r["duration_seconds"] / 60
@@ -409,7 +408,7 @@ def _summary(records, skipped_records) -> str:
            f"{'minutes':>8}"]
   groups = [g for g in dict.fromkeys(g for g, _ in rows) if g != "total"]
   for group in groups + ["total"]:
-    for split in SPLITS:
+    for split in dataset.SPLITS:
       if (group, split) in rows:
         files, n, minutes = rows[(group, split)]
         lines.append(f"{group:<{width}}  {split:<5}  {len(files):>5}  "
@@ -466,8 +465,8 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
     dropped = _balance(chunks, groups) if balance else []
     dropped_ids = {id(c) for c in dropped}
     kept = [c for c in chunks if id(c) not in dropped_ids]
-    kept.sort(key=lambda c: (SPLITS.index(c.split), groups.index(c.group),
-                             c.source_index, c.index))
+    kept.sort(key=lambda c: (dataset.SPLITS.index(c.split),
+                             groups.index(c.group), c.source_index, c.index))
     records = []
     for c in kept:
       source = sources[c.source_index]
@@ -475,36 +474,19 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
               f"{source.path.stem}.{c.source_index:05d}.{c.index:05d}.wav")
       (out / BUILD / dest).parent.mkdir(parents=True, exist_ok=True)
       c.staged.replace(out / BUILD / dest)
-      records.append({
-          "path": dest.as_posix(),
-          "source": _relative(source.path, src),
-          "offset_seconds": c.offset / sample_rate,
-          "split": c.split,
-          "label": source.label,
-          "vector": source.vector,
-          "duration_seconds": chunk_samples / sample_rate,
-          "group": c.group})
+      records.append(dataset.chunk_record(
+          dest.as_posix(), _relative(source.path, src),
+          c.offset / sample_rate, c.split, source.label, source.vector,
+          chunk_samples / sample_rate))
     skipped_records = [{"source": _relative(sources[i].path, src),
                         "reason": r} for i, r in skipped]
-    summary = _summary(records, skipped_records)
-    for r in records:
-      del r["group"]
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "options": options,
-        "sample_rate": int(sample_rate),
-        "chunk_samples": chunk_samples,
-        "class_names": class_names,
-        "cond_names": cond_names,
-        "cond_dim": len(cond_names),
-        "split_by": split_by,
-        "silent_chunks_dropped": silent,
-        "balance_dropped_chunks": len(dropped),
-        "skipped": skipped_records,
-        "warnings": level_warnings,
-        "chunks": records,
-    }
-    (out / BUILD / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    summary = _summary(records, [c.group for c in kept], skipped_records)
+    manifest = dataset.new_manifest(
+        options=options, sample_rate=sample_rate, chunk_samples=chunk_samples,
+        class_names=class_names, cond_names=cond_names, split_by=split_by,
+        silent_chunks_dropped=silent, balance_dropped_chunks=len(dropped),
+        skipped=skipped_records, warnings=level_warnings, chunks=records)
+    dataset.write_manifest(out / BUILD, manifest)
     _swap_in(out)
     complete = True
   finally:

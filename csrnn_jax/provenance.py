@@ -18,9 +18,9 @@ import sys
 
 import jax
 
+from csrnn_jax import dataset
 from csrnn_jax import rundir
 
-MANIFEST = "manifest.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
             "librosa", "soundfile", "ml_collections", "csrnn-jax")
 
@@ -93,7 +93,7 @@ def check_dataset(workdir: str, dataset_dir: str, trained_dir: str, *,
   or points at another dataset, for the message."""
   sessions, problem = rundir.read_sessions(workdir)
   recorded = recorded_manifest_sha256(sessions)
-  manifest = os.path.join(dataset_dir, MANIFEST)
+  manifest = str(dataset.manifest_path(dataset_dir))
   moved = bool(trained_dir) and (os.path.abspath(trained_dir)
                                  != os.path.abspath(dataset_dir))
   if recorded is None or not os.path.isfile(manifest):

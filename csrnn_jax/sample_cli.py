@@ -41,7 +41,7 @@ from csrnn_jax import audio
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import crash_guard
-from csrnn_jax import data
+from csrnn_jax import dataset
 from csrnn_jax import outputs
 from csrnn_jax import rundir
 from csrnn_jax import sampling
@@ -118,12 +118,12 @@ def trained_cond_range(config):
   """(lo_C, hi_C): the range of each condition entry the run was trained on
   (its dataset's train split; one-hot classes: 0 to 1), or None."""
   try:
-    chunks = data.load_manifest(config.data.dataset_dir)["chunks"]
-    vectors_NxC = np.array([c["vector"] for c in chunks
-                            if c["split"] == "train"], np.float64)
+    train = dataset.split_chunks(
+        dataset.read_manifest(config.data.dataset_dir), "train")
+    vectors_NxC = np.array([c["vector"] for c in train], np.float64)
     if vectors_NxC.ndim == 2 and len(vectors_NxC):
       return vectors_NxC.min(axis=0), vectors_NxC.max(axis=0)
-  except (data.DatasetError, KeyError, TypeError, ValueError):
+  except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
     pass
   if config.data.class_names:
     ones = np.ones(config.model.cond_dim)
@@ -394,7 +394,7 @@ def main(argv=None) -> int:
     try:
       judge_morphs(config, morphs, figure)
       print(figure)
-    except (data.DatasetError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # DatasetError is a ValueError
       print(f"warning: no class_probabilities.png: the judge needs the run's "
             f"dataset ({e})", file=sys.stderr)
   return 0

@@ -40,6 +40,7 @@ from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import console
 from csrnn_jax import data as data_lib
+from csrnn_jax import dataset
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
@@ -519,7 +520,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
   is_main = jax.process_index() == 0
   if is_main:
     rundir.append_session(workdir, provenance.collect(
-        config.seed, os.path.join(config.data.dataset_dir, provenance.MANIFEST),
+        config.seed, dataset.manifest_path(config.data.dataset_dir),
         config.model.matmul_precision))
   t = config.train
   mcfg = configlib.model_config(config)

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from audio_fixtures import CLASSES, make_vector_csv
 from csrnn_jax import audio, data, prepare
+from csrnn_jax import dataset as dataset_lib
 
 SEQ_LEN, LOOKBACK = 1000, 64  # 0.5 s chunks of 8000 samples: 8 windows.
 
@@ -42,22 +43,9 @@ def chunk_levels(dataset, chunk, q_levels=256, method="linear"):
   return audio.quantize(x_T, q_levels, method)
 
 
-def test_load_manifest_errors(tmp_path):
-  with pytest.raises(data.DatasetError, match="no such dataset folder"):
-    data.load_manifest(tmp_path / "nope")
-  with pytest.raises(data.DatasetError,
-                     match="manifest.json: missing.*csrnn-prepare SRC OUT"):
-    data.load_manifest(tmp_path)
-  (tmp_path / "manifest.json").write_text('{"format_version": 1, "chun')
-  with pytest.raises(data.DatasetError,
-                     match=r"manifest.json is not valid JSON \(.*line 1.*\): "
-                           r"damaged .*csrnn-prepare SRC OUT --overwrite"):
-    data.load_manifest(tmp_path)
-
-
 @pytest.mark.parametrize("method", ["linear", "mu-law"])
 def test_batch_layout(tiny_dataset, method):
-  manifest = data.load_manifest(tiny_dataset)
+  manifest = dataset_lib.read_manifest(tiny_dataset)
   stream = make_stream(tiny_dataset, quantization=method)
   assert (stream.num_chunks, stream.batches_per_epoch, stream.n_windows) == (
       27, 6, 8)
@@ -80,7 +68,7 @@ def test_batch_layout(tiny_dataset, method):
 def test_preemphasis_batches_hold_the_encoded_chunks(tiny_dataset):
   """The stream's rows are audio.encode of each chunk file (filter from
   silence at the chunk's start, then quantise); 0.0 is plain quantisation."""
-  train = [c for c in data.load_manifest(tiny_dataset)["chunks"]
+  train = [c for c in dataset_lib.read_manifest(tiny_dataset)["chunks"]
            if c["split"] == "train"]
   plain = next(make_stream(tiny_dataset, preemphasis=0.0).eval_batches())
   shaped = next(make_stream(tiny_dataset, quantization="mu-law",
@@ -132,7 +120,7 @@ def test_restore_mid_epoch_continues_exactly(tiny_dataset):
   take(running, 7)
   running.restore(position)
   assert_same(take(running, 5), uninterrupted[4:])
-  with pytest.raises(data.DatasetError, match="outside this stream"):
+  with pytest.raises(dataset_lib.DatasetError, match="outside this stream"):
     running.restore({"epoch": 0, "batch": 6})
 
 
@@ -151,14 +139,14 @@ def test_two_hosts_concatenate_to_the_single_host_batch(tiny_dataset):
             for a, b in zip(*evals)]
   assert_same(joined, list(make_stream(tiny_dataset,
                                        split="valid").eval_batches()))
-  with pytest.raises(data.DatasetError,
+  with pytest.raises(dataset_lib.DatasetError,
                      match="batch_size 3 must be a positive multiple of "
                            "process_count 2"):
     make_stream(tiny_dataset, batch_size=3, process_count=2)
 
 
 def test_eval_batches_cover_the_split_once(tiny_dataset):
-  valid = [c for c in data.load_manifest(tiny_dataset)["chunks"]
+  valid = [c for c in dataset_lib.read_manifest(tiny_dataset)["chunks"]
            if c["split"] == "valid"]
   batches = list(make_stream(tiny_dataset, split="valid").eval_batches())
   assert len(valid) == 9 and len(batches) == 3
@@ -208,14 +196,14 @@ def test_vector_labels(tmp_path):
 
 
 def test_stream_errors(tiny_dataset, tmp_path):
-  with pytest.raises(data.DatasetError,
+  with pytest.raises(dataset_lib.DatasetError,
                      match=r"split 'dev' has no chunks \(splits with chunks: "
                            r"test, train, valid\)"):
     make_stream(tiny_dataset, split="dev")
-  with pytest.raises(data.DatasetError,
+  with pytest.raises(dataset_lib.DatasetError,
                      match="seq_len 9000 .* does not fit the chunks of 8000"):
     make_stream(tiny_dataset, seq_len=9000)
-  with pytest.raises(data.DatasetError,
+  with pytest.raises(dataset_lib.DatasetError,
                      match="split 'valid' has 9 chunks, fewer than batch_size "
                            "16, so no full training batch"):
     take(make_stream(tiny_dataset, split="valid", batch_size=16), 1)
@@ -223,5 +211,5 @@ def test_stream_errors(tiny_dataset, tmp_path):
   shutil.copytree(tiny_dataset, tmp_path / "ds")
   lost = next((tmp_path / "ds" / "train").rglob("*.wav"))
   lost.unlink()
-  with pytest.raises(data.DatasetError, match=f"{lost.name}: cannot be read"):
+  with pytest.raises(dataset_lib.DatasetError, match=f"{lost.name}: cannot be read"):
     take(make_stream(tmp_path / "ds", batch_size=27), 1)

@@ -17,7 +17,7 @@ import soundfile as sf
 from audio_fixtures import (CHUNK_SECONDS, CLASSES, CORRUPT, EMPTY,
                             make_class_folders, make_vector_csv, synth,
                             write_audio)
-from csrnn_jax import audio, prepare
+from csrnn_jax import audio, dataset, prepare
 
 RATE = 16000
 CHUNK = round(CHUNK_SECONDS * RATE)
@@ -124,7 +124,7 @@ def test_mixed_folder_becomes_dataset(folders, tmp_path, capsys):
   assert not (by_split["train"] & by_split["valid"])
   assert not (by_split["train"] & by_split["test"])
   assert not (by_split["valid"] & by_split["test"])
-  assert [len(by_split[s]) for s in prepare.SPLITS] == [9, 3, 3]
+  assert [len(by_split[s]) for s in dataset.SPLITS] == [9, 3, 3]
 
   # The corrupt and the empty file are skipped, in the manifest and summary.
   skipped = {s["source"]: s["reason"] for s in manifest["skipped"]}
@@ -144,7 +144,7 @@ def test_balance_gives_every_class_the_same_duration(folders, tmp_path):
   balanced = run_prepare(src, tmp_path / "balanced", balance=True)
   count = collections.Counter((c["split"], c["label"])
                               for c in balanced["chunks"])
-  for split in prepare.SPLITS:
+  for split in dataset.SPLITS:
     # organ (1.1 s files) is the smallest class: 2 chunks per file.
     assert [count[(split, c)] for c in CLASSES] == [count[(split, "organ")]] * 3
   seconds = collections.Counter()
@@ -178,7 +178,7 @@ def test_few_files_fall_back_to_split_by_chunk(tmp_path, capsys):
       capsys.readouterr().out)
   count = collections.Counter((c["label"], c["split"])
                               for c in manifest["chunks"])
-  assert [count[("bells", s)] for s in prepare.SPLITS] == [4, 1, 1]
+  assert [count[("bells", s)] for s in dataset.SPLITS] == [4, 1, 1]
 
 
 def test_split_counts_keep_every_item_and_fill_every_split():

@@ -14,7 +14,7 @@ import pytest
 
 import test_trainer
 from csrnn_jax import checkpoint as checkpoint_lib
-from csrnn_jax import data as data_lib
+from csrnn_jax import dataset as dataset_lib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import sample_cli
@@ -145,7 +145,7 @@ def test_config_json_finds_the_dataset_from_another_folder(
 
 def test_a_failed_start_leaves_no_run_directory(tiny_dataset, tmp_path):
   config = test_trainer.tiny_config(tmp_path / "no_dataset_here")
-  with pytest.raises(data_lib.DatasetError):
+  with pytest.raises(dataset_lib.DatasetError):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
   config.data.dataset_dir = ""
@@ -156,6 +156,6 @@ def test_a_failed_start_leaves_no_run_directory(tiny_dataset, tmp_path):
   # A run directory that exists stays, even when the start fails.
   (tmp_path / "kept").mkdir()
   config.data.dataset_dir = str(tmp_path / "no_dataset_here")
-  with pytest.raises(data_lib.DatasetError):
+  with pytest.raises(dataset_lib.DatasetError):
     trainer.train_and_evaluate(config, str(tmp_path / "kept"))
   assert (tmp_path / "kept").is_dir()
