@@ -53,19 +53,18 @@ import scipy.signal
 import soundfile as sf
 
 from csrnn_jax import audio
+from csrnn_jax.crash import (  # the framing and the detector are shared
+    FRAME_SECONDS, CrashDetector, frames, spectral_flatness)
 from csrnn_jax import dataset as dataset_lib
 
 SEGMENT_SECONDS = 0.5
 N_MFCC = 20
 N_MELS = 64
-FRAME_SECONDS = 0.064  # analysis frames: 1024 samples at 16 kHz.
 HOP_FRACTION = 0.25  # MFCC hop, a fraction of a frame (16 ms).
 FD_DRAWS = 10
-CRASH_KINDS = ("constant", "clipped", "noise")
 NOISE_LEVELS = (1, 2, 4)  # sampling-noise spreads (levels) of the robust judge.
 NOISE_SEED = 0
 LOUD_RMS = 0.01  # -40 dBFS: frames quieter than this are not measured.
-POWER_FLOOR = 1e-12  # added to every power bin (log 0 in digital silence).
 F0_RANGE = (50.0, 1000.0)  # Hz: the lags the periodicity looks at.
 LONG_CLIP_SECONDS = 30.0
 
@@ -115,28 +114,6 @@ def segment_features(wave_T, sample_rate: int) -> np.ndarray:
   n_segments = max(1, len(wave_T) // int(SEGMENT_SECONDS * sample_rate))
   return np.stack([np.concatenate([seg_MxF.mean(1), seg_MxF.std(1)])
                    for seg_MxF in np.array_split(mfcc_MxF, n_segments, axis=1)])
-
-
-def frames(wave_T, sample_rate: int):
-  """(frames_FxN float64, hop): the clip's FRAME_SECONDS frames that lie
-  inside it, hop half a frame (F = 0 for a clip shorter than a frame)."""
-  n = int(round(FRAME_SECONDS * sample_rate))
-  x_T = np.asarray(wave_T, np.float64)
-  if len(x_T) < n:
-    return np.zeros((0, n)), n // 2
-  return np.lib.stride_tricks.sliding_window_view(x_T, n)[::n // 2], n // 2
-
-
-def spectral_flatness(frames_FxN) -> np.ndarray:
-  """(F,) Wiener entropy per frame: the geometric over the arithmetic mean of
-  the Hann-windowed power spectrum, DC left out, POWER_FLOOR added. White
-  noise scores exp(-Euler's gamma) = 0.56 (each bin's power is exponentially
-  distributed, and E log P = log E P - gamma); a pure tone nearly 0."""
-  n = frames_FxN.shape[1]
-  window_N = scipy.signal.windows.hann(n, sym=False)
-  power_FxK = np.abs(np.fft.rfft(frames_FxN * window_N, axis=1)[:, 1:]
-                     ) ** 2 + POWER_FLOOR
-  return np.exp(np.log(power_FxK).mean(1)) / power_FxK.mean(1)
 
 
 def loud_frames(wave_T, sample_rate: int) -> np.ndarray:
@@ -281,81 +258,6 @@ class ConditionClassifier:
     if not feats:
       return np.zeros((0, len(self.class_names)))
     return np.stack([self.model.predict_log_proba(f).sum(0) for f in feats])
-
-
-@dataclasses.dataclass(frozen=True)
-class CrashDetector:
-  """Finds where a clip "crashes": a sustained run of analysis windows (hop
-  half a FRAME_SECONDS frame) that are all near-constant, clipped, or noise.
-
-  Thresholds, set on the demo data (2.5 min each of piano and violin) and the
-  voices data of docs/results.md, 8-bit quantised, where it never fires:
-  - constant: the RMS around the window's mean over ``constant_window``
-    seconds stays below ``constant_rms`` (2 levels of Q = 256 linear) for
-    ``constant_seconds``. This is silence, a stuck level, and the crash seen
-    in plain sampling: a near-silent crackle (RMS 0.004 to 0.009). Real music
-    never has a 0.5 s window below 0.028; speech pauses last up to 0.8 s; the
-    demo's training chunks hold up to 1.8 s of silence (where a tune ends),
-    so 2 s. Whole demo files end in 2.4 s of digital silence, which it flags.
-  - clipped: at least ``clip_share`` of a frame's samples at |x| >=
-    ``clip_level`` (the two outermost levels of Q = 256) for ``clip_seconds``.
-    A peak-normalised real file reaches the rail in a handful of samples.
-  - noise: ``spectral_flatness`` >= ``noise_flatness`` in frames louder than
-    ``noise_rms``, for ``noise_seconds``. White noise scores about 0.56;
-    loud demo frames stay below 0.16, and a fricative lasts one frame. Quiet
-    frames are left to the constant test: 8-bit quantisation noise is white.
-  """
-  constant_rms: float = 0.016
-  constant_window: float = 0.5
-  constant_seconds: float = 2.0
-  clip_level: float = 0.99
-  clip_share: float = 0.01
-  clip_seconds: float = 0.25
-  noise_flatness: float = 0.4
-  noise_rms: float = 0.01
-  noise_seconds: float = 0.5
-
-  def window_flags(self, wave_T, sample_rate: int):
-    """(hop in samples, {kind: (bool flags (W,), window length in samples)});
-    window w of a kind starts at sample w * hop."""
-    frames_FxN, hop = frames(wave_T, sample_rate)
-    n = frames_FxN.shape[1]
-    k = max(1, int(round((self.constant_window * sample_rate - n) / hop)) + 1)
-    if not len(frames_FxN):
-      return hop, {kind: (np.zeros(0, bool), n) for kind in CRASH_KINDS}
-    rms_F = np.sqrt((frames_FxN ** 2).mean(1))
-    # Mean square around each frame's mean, averaged over k frames.
-    var_W = np.convolve(frames_FxN.var(1), np.ones(k) / k, mode="valid")
-    return hop, {
-        "constant": (np.sqrt(var_W) < self.constant_rms, (k - 1) * hop + n),
-        "clipped": ((np.abs(frames_FxN) >= self.clip_level).mean(1)
-                    >= self.clip_share, n),
-        "noise": ((spectral_flatness(frames_FxN) >= self.noise_flatness)
-                  & (rms_F >= self.noise_rms), n),
-    }
-
-  def detect(self, wave_T, sample_rate: int) -> dict | None:
-    """The earliest crash, {"kind", "time": onset in s, "seconds": length of
-    the run}, or None."""
-    hop, flags = self.window_flags(wave_T, sample_rate)
-    need = {"constant": self.constant_seconds, "clipped": self.clip_seconds,
-            "noise": self.noise_seconds}
-    found = []
-    for kind, (flag_W, span) in flags.items():
-      for first, count in _runs(flag_W):
-        seconds = ((count - 1) * hop + span) / sample_rate
-        if seconds >= need[kind]:
-          found.append({"kind": kind, "time": first * hop / sample_rate,
-                        "seconds": seconds})
-          break
-    return min(found, key=lambda c: c["time"]) if found else None
-
-
-def _runs(flag_F):
-  """(first index, length) of every run of True."""
-  padded = np.concatenate([[0], flag_F.astype(np.int8), [0]])
-  edges = np.flatnonzero(np.diff(padded))
-  return [(int(a), int(b - a)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def evaluate_clips(generated, train, test, class_names, sample_rate: int,

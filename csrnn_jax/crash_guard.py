@@ -5,7 +5,7 @@ The paper's samples "crash and become random noise"; the demo model's fall
 into a near-silent crackle (docs/results.md). A crash is a state the model
 rarely leaves, so the guard does not wait for it to end: after every segment
 (``segment_seconds``, rounded down to whole top frames) each row's newest
-audio is checked with ``audio_eval.CrashDetector``; a row that crashed goes
+audio is checked with ``crash.CrashDetector``; a row that crashed goes
 back to the generator state at the start of the segment where the crash began
 and draws that stretch again with fresh randomness. After ``max_rewinds`` a
 row keeps what it has (and is no longer checked).
@@ -17,9 +17,10 @@ rewound keep the plain generator's keys and positions: their audio is exactly
 guard streams like ``Generator.segments`` (same contract: (samples_BxS,
 logp_BxS) chunks, all rows the same length).
 
-It drives the Generator's compiled pieces (``_prime``, ``_segment``) itself:
-the per-segment Python loop is the point, and the compiled programs stay the
-generator's own. A generator's mesh is not used to split the rows.
+It runs the generator's resumable API (``plan``, ``prime``, ``segment``) in
+a loop of its own: the per-segment Python loop is the point, and the
+compiled programs stay the generator's own. A generator's mesh is not used
+to split the rows.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from csrnn_jax import audio
-from csrnn_jax import audio_eval
+from csrnn_jax import crash as crash_lib
 from csrnn_jax import sampling
 
 
@@ -57,12 +58,12 @@ class CrashGuard:
 
   def __init__(self, sample_rate: int, segment_seconds: float = 0.25,
                max_rewinds: int = 8,
-               detector: audio_eval.CrashDetector = audio_eval.CrashDetector()):
+               detector: crash_lib.CrashDetector = crash_lib.CrashDetector()):
     self.detector, self.max_rewinds = detector, max_rewinds
     self.sample_rate = sample_rate
     self.segment_samples = int(segment_seconds * sample_rate)
     longest = max(detector.constant_seconds, detector.clip_seconds,
-                  detector.noise_seconds) + 2 * audio_eval.FRAME_SECONDS
+                  detector.noise_seconds) + 2 * crash_lib.FRAME_SECONDS
     # A new crash run began at most this many samples before a segment.
     self.reach = math.ceil(longest * sample_rate)
     self.rewinds, self.crashes = [], []
@@ -82,15 +83,10 @@ class CrashGuard:
     frames = max(1, self.segment_samples // lookback)
     seg = frames * lookback
     n_segs = math.ceil(num_samples / seg)
-    n_frames = math.ceil(num_samples / lookback)
-    # pylint: disable-next=protected-access
-    rows = generator._rows(cond, seeds, n_frames, temperature, guidance,
-                           mix_weights, options, frames)
-    b = rows.keys_B.shape[0]
-    state = generator._prime(  # pylint: disable=protected-access
-        generator.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0], start=start,
-        guided=options.guided)
-    passes = state.last_frame_BxL.shape[0] // b
+    plan = generator.plan(cond, seeds, num_samples, temperature, options,
+                          guidance, mix_weights, frames)
+    b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
+    state = generator.prime(plan, prime_BxP, start)
     history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
     pos, attempt = [0] * b, [0] * b
@@ -99,17 +95,14 @@ class CrashGuard:
     margin = math.ceil(self.reach / seg) + 1  # segments a rewind can reach
     while min(pos) < n_segs:
       keys_B = jnp.stack([
-          rows.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
-              jax.random.fold_in(rows.keys_B[r], attempt[r]), pos[r])
+          plan.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
+              jax.random.fold_in(plan.keys_B[r], attempt[r]), pos[r])
           for r in range(b)])
       state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
       index_BxF = np.minimum(np.array(pos)[:, None] * frames
                              + np.arange(frames), n_frames - 1)
-      cond_BxMxFxC, scales_BxMxF = rows.frames(index_BxF)
-      # pylint: disable-next=protected-access
-      state, samples_BxS, logp_BxS = generator._segment(
-          generator.params, state, cond_BxMxFxC, keys_B,
-          rows.temperature_B, scales_BxMxF, step * seg, options=options)
+      state, samples_BxS, logp_BxS = generator.segment(
+          plan, state, index_BxF, keys_B, step * seg)
       samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
       step += 1
       for r in range(b):

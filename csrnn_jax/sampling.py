@@ -343,22 +343,38 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
   return GenState(carry, last), flat(frames_FxBxL), flat(logp_FxBxL)
 
 
-class _Rows(NamedTuple):
-  """A batch's checked inputs, one entry per output row: M condition
-  components per top frame (B, M, N, C), keys, temperatures (B,) and the
-  components' guidance scales per top frame (B, M, N). ``per_frame``: N
-  counts the audio's top frames (a schedule, sliced per segment); else the
-  rows' one condition is broadcast over N frames of one segment."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A batch's checked inputs, shaped for the compiled programs
+  (``Generator.plan``), one entry per output row: M condition components per
+  top frame (B, M, N, C), keys, temperatures (B,) and the components'
+  guidance scales per top frame (B, M, N). ``per_frame``: N counts the
+  audio's top frames (a schedule, sliced per segment); else the rows' one
+  condition is held over the N frames of one segment. ``n_frames``: the top
+  frames of the audio asked for."""
   cond_BxMxNxC: jax.Array
   keys_B: jax.Array
   temperature_B: jax.Array
   scales_BxMxN: jax.Array
   per_frame: bool
+  options: SamplingOptions
+  n_frames: int
 
-  def map(self, fn):
-    """The rows with ``fn`` applied to each of their arrays."""
-    return self._replace(**{k: fn(getattr(self, k)) for k in self._fields
-                            if k != "per_frame"})
+  @property
+  def rows(self) -> int:
+    return self.keys_B.shape[0]
+
+  @property
+  def passes(self) -> int:
+    """Scan rows per output row: its M components and, guided, the null
+    condition (``pass_conditions``)."""
+    return self.cond_BxMxNxC.shape[1] + 1 if self.options.guided else 1
+
+  def map(self, fn) -> "Plan":
+    """The plan with ``fn`` applied to each of its per-row arrays."""
+    return dataclasses.replace(self, **{
+        k: fn(getattr(self, k))
+        for k in ("cond_BxMxNxC", "keys_B", "temperature_B", "scales_BxMxN")})
 
   def frames(self, index_F):
     """The conditions and scales of top frames ``index_F`` (of the audio; a
@@ -376,6 +392,11 @@ class Generator:
   """Compiled generation for one model: ``generate`` for a batch in one call,
   ``segments`` for long audio in pieces. Compiles once per shape/options.
 
+  Both are written on a resumable API that callers with a loop of their own
+  (the crash guard) use too: ``plan`` checks a batch's inputs, ``prime``
+  gives the state before the first sample, and ``segment`` generates some
+  top frames from a state and returns the state after them.
+
   ``mesh``: split the batch's rows over the mesh's devices (params
   replicated); a batch that does not divide is padded with copies of its last
   row, which are dropped from the output.
@@ -387,14 +408,13 @@ class Generator:
     self.mesh = mesh
     if mesh is not None:
       self.params = sharding.replicate(self.params, mesh)
-    self._segment = jax.jit(self._segment_impl, static_argnames=("options",))
-    self._prime = jax.jit(self._prime_impl,
-                          static_argnames=("start", "guided"))
-    self.traces = 0  # how often the segment program was traced (tests)
+    self._segment_program = jax.jit(self._segment_impl,
+                                    static_argnames=("options",))
+    self._prime_program = jax.jit(self._prime_impl,
+                                  static_argnames=("start", "guided"))
 
   def _segment_impl(self, params, state, cond_BxMxFxC, keys_B, temperature_B,
                     scales_BxMxF, start_index, options):
-    self.traces += 1
     m = model_lib.bind(self.graphdef, params)
     return generate_segment(m, state, cond_BxMxFxC, keys_B, temperature_B,
                             scales_BxMxF, start_index, options)
@@ -410,13 +430,18 @@ class Generator:
     return prime(m, state, jnp.repeat(jnp.asarray(prime_BxP), passes, axis=0),
                  cond_RxC)
 
-  def _rows(self, cond, seeds, n_frames: int, temperature, guidance,
-            mix_weights, options: SamplingOptions,
-            held_frames: int | None = None) -> _Rows:
-    """Checks a batch's inputs (see ``segments``) and shapes them for the
-    compiled programs. A schedule (of conditions or of mix weights) must
-    cover ``n_frames``; one condition per row is broadcast over
-    ``held_frames`` (default ``n_frames``) only."""
+  def plan(self, cond, seeds, num_samples: int, temperature=1.0,
+           options: SamplingOptions = SamplingOptions(), guidance=1.0,
+           mix_weights=None, segment_frames: int | None = None) -> Plan:
+    """Checks a batch's inputs (as ``segments`` takes them) and shapes them
+    for ``prime`` and ``segment``. A schedule (of conditions or of mix
+    weights) must cover the top frames of ``num_samples``; one condition per
+    row is held over ``segment_frames`` (default: all of them), the frames
+    of one ``segment`` call."""
+    if not 1 <= num_samples <= MAX_SAMPLES:
+      raise ValueError(f"num_samples={num_samples}: give 1 to {MAX_SAMPLES} "
+                       "samples a call (generate longer audio in several)")
+    n_frames = math.ceil(num_samples / self.cfg.lookback)
     c = self.cfg.cond_dim
     cond = jnp.asarray(cond, jnp.float32)
     seeds = np.asarray(seeds, np.uint32).reshape(-1)
@@ -457,7 +482,7 @@ class Generator:
                          f"need one each (one per {self.cfg.lookback} "
                          "samples)")
     frames = (max(cond.shape[2], weights_BxMxN.shape[2]) if per_frame
-              else held_frames or n_frames)
+              else segment_frames or n_frames)
     cond = jnp.broadcast_to(cond, cond.shape[:2] + (frames, c))
     temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
                                      (b,))
@@ -474,8 +499,30 @@ class Generator:
       raise ValueError(
           "guidance other than 1 and mixes run the guided program: pass "
           "options=SamplingOptions(guide='logits') (or 'cond_vectors')")
-    return _Rows(cond, jax.vmap(jax.random.key)(jnp.asarray(seeds)),
-                 temperature_B, scales_BxMxN, per_frame)
+    return Plan(cond, jax.vmap(jax.random.key)(jnp.asarray(seeds)),
+                temperature_B, scales_BxMxN, per_frame, options, n_frames)
+
+  def prime(self, plan: Plan, prime_BxP=None, start: str = "h0") -> GenState:
+    """The state before the plan's first sample: silence and the learned h0
+    (``start="zeros"``: zero hidden states), continued over ``prime_BxP``
+    (int levels (B, P), any P) when given. Holds B P pass rows."""
+    return self._prime_program(self.params, prime_BxP,
+                               plan.cond_BxMxNxC[:, :, 0], start=start,
+                               guided=plan.options.guided)
+
+  def segment(self, plan: Plan, state: GenState, index_F, keys_B=None,
+              start_index=0):
+    """The top frames ``index_F`` of the plan after ``state``: (F,) for every
+    row, or (B, F) each row's own (where a schedule is read; a held condition
+    covers its F frames). keys_B: the rows' keys (default: the plan's);
+    start_index: the absolute index of the first sample (for the per-sample
+    keys). Returns (state, samples_BxS, logp_BxS), S = F FS(K), as
+    ``generate_segment``."""
+    cond_BxMxFxC, scales_BxMxF = plan.frames(index_F)
+    return self._segment_program(
+        self.params, state, cond_BxMxFxC,
+        plan.keys_B if keys_B is None else keys_B, plan.temperature_B,
+        scales_BxMxF, start_index, options=plan.options)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
@@ -494,36 +541,29 @@ class Generator:
     ``guidance * mix_weights[:, i]``. mix_weights (B, M, N): the weights per
     top frame (a morph between mixes).
     """
-    if not 1 <= num_samples <= MAX_SAMPLES:
-      raise ValueError(f"num_samples={num_samples}: give 1 to {MAX_SAMPLES} "
-                       "samples a call (generate longer audio in several)")
     lookback = self.cfg.lookback
     n_frames = math.ceil(num_samples / lookback)
     per_segment = min(max(1, segment_samples // lookback), n_frames)
-    # A schedule is sliced per segment; one condition per row is broadcast
-    # over one segment, so memory does not grow with num_samples.
-    rows = self._rows(cond, seeds, n_frames, temperature, guidance,
-                      mix_weights, options, per_segment)
-    b = rows.keys_B.shape[0]
+    # A schedule is sliced per segment; one condition per row is held over
+    # one segment, so memory does not grow with num_samples.
+    plan = self.plan(cond, seeds, num_samples, temperature, options, guidance,
+                     mix_weights, per_segment)
+    b = plan.rows
     if self.mesh is not None:  # pad the rows to a multiple of the devices
       pad = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)), b - 1)
-      rows = rows.map(lambda x: x[pad])
+      plan = plan.map(lambda x: x[pad])
       prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[pad]
-    state = self._prime(self.params, prime_BxP, rows.cond_BxMxNxC[:, :, 0],
-                        start=start, guided=options.guided)
+    state = self.prime(plan, prime_BxP, start)
     if self.mesh is not None:
       state = GenState(
           sharding.shard_batch_rows(state.carry, self.mesh, batch_axis=1),
           sharding.shard_batch_rows(state.last_frame_BxL, self.mesh))
-      rows = rows.map(lambda x: sharding.shard_batch_rows(x, self.mesh))
+      plan = plan.map(lambda x: sharding.shard_batch_rows(x, self.mesh))
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
-      frames = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
-      cond_BxMxFxC, scales_BxMxF = rows.frames(frames)
-      state, samples_BxS, logp_BxS = self._segment(
-          self.params, state, cond_BxMxFxC, rows.keys_B,
-          rows.temperature_B, scales_BxMxF, first * lookback,
-          options=options)
+      index_F = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
+      state, samples_BxS, logp_BxS = self.segment(plan, state, index_F,
+                                                  start_index=first * lookback)
       keep = min(per_segment * lookback, num_samples - first * lookback)
       yield (np.asarray(samples_BxS[:b, :keep]),
              np.asarray(logp_BxS[:b, :keep]))

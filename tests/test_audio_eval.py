@@ -13,6 +13,7 @@ import soundfile as sf
 from audio_fixtures import synth
 from csrnn_jax import audio
 from csrnn_jax import audio_eval
+from csrnn_jax import crash
 from csrnn_jax import evaluate
 from csrnn_jax import sample_cli
 from csrnn_jax import trainer
@@ -272,14 +273,14 @@ def crackle(n, rng):
 def test_crash_detector_fires_on_constructed_crashes(kind, tail):
   rng = np.random.default_rng(1)
   x = np.concatenate([good_audio(3.0), tail(3 * SR, rng)])
-  crash = audio_eval.CrashDetector().detect(as_model_hears(x), SR)
-  assert crash is not None and crash["kind"] == kind
-  assert 2.9 <= crash["time"] <= 3.05, crash
+  found = crash.CrashDetector().detect(as_model_hears(x), SR)
+  assert found is not None and found["kind"] == kind
+  assert 2.9 <= found["time"] <= 3.05, found
 
 
 def test_crash_detector_thresholds_are_sustained():
   # Shorter than each threshold's duration: no crash.
-  d = audio_eval.CrashDetector()
+  d = crash.CrashDetector()
   rng = np.random.default_rng(2)
   for n, tail in ((int(1.5 * SR), np.zeros(int(1.5 * SR))),
                   (int(0.1 * SR), np.ones(int(0.1 * SR))),
@@ -290,7 +291,7 @@ def test_crash_detector_thresholds_are_sustained():
 
 
 def test_crash_detector_quiet_on_real_clips(real):
-  d = audio_eval.CrashDetector()
+  d = crash.CrashDetector()
   for split, clips in real.items():
     for clip in clips:
       assert d.detect(clip.wave_T, SR) is None, (split, clip.name)
@@ -301,7 +302,7 @@ def test_crash_detector_quiet_on_the_demo_music():
   # Every demo file whole (minutes of piano and violin, 8-bit), without the
   # 2.4 s of digital silence that the renderer leaves after the last note
   # (which is flagged: the model is asked for music).
-  d = audio_eval.CrashDetector()
+  d = crash.CrashDetector()
   files = sorted(DEMO.glob("*/*.flac"))
   assert len(files) >= 10
   for path in files:
@@ -418,8 +419,8 @@ def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
     assert result["flatness_ratio"][name] > 0
     assert result["test"]["per_class"][name]["periodicity"] is not None
   assert result["generated"]["per_class"]["all"]["crashed"] == 1
-  crash = [c for c in result["generated"]["clips"] if c["crash"]][0]["crash"]
-  assert crash["kind"] == "constant" and crash["time"] == pytest.approx(
+  found = [c for c in result["generated"]["clips"] if c["crash"]][0]["crash"]
+  assert found["kind"] == "constant" and found["time"] == pytest.approx(
       0.5, abs=0.05)
   assert (gen / "audio_eval.md").read_text().startswith("| class |")
   assert evaluate.main(["--workdir", str(run), "--generated",

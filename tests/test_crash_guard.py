@@ -2,12 +2,14 @@
 crashed row is rewound to the segment where its crash began and redrawn (also
 with guidance, whose passes rewind together); the guard's rewinds reach the
 sidecars."""
+import ast
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
-from csrnn_jax import audio_eval
+from csrnn_jax import crash
 from csrnn_jax import crash_guard
 from csrnn_jax import model as M
 from csrnn_jax import outputs
@@ -157,5 +159,33 @@ def test_generate_to_files_with_the_guard(gen, tmp_path):
 def test_the_real_detector_reaches_back_far_enough():
   # A crash run begins at most ``reach`` samples before the newest segment.
   guard = crash_guard.CrashGuard(SR)
-  d = audio_eval.CrashDetector()
+  d = crash.CrashDetector()
   assert guard.reach >= d.constant_seconds * SR
+
+
+def package_imports(module: str) -> set[str]:
+  """The csrnn_jax modules ``module`` imports, directly or not, read from
+  the sources (no import runs)."""
+  root = pathlib.Path(crash.__file__).parents[1]
+  seen, todo = set(), [module]
+  while todo:
+    name = todo.pop()
+    path = root / (name.replace(".", "/") + ".py")
+    if name in seen or not path.exists():
+      continue
+    seen.add(name)
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module:
+        todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+      elif isinstance(node, ast.Import):
+        todo += [a.name for a in node.names]
+  return seen
+
+
+def test_generation_does_not_import_the_evaluation():
+  """The guard reads the crash detector from ``crash``: generating does not
+  pull in the evaluation's data pipeline and classifiers."""
+  imported = package_imports("csrnn_jax.crash_guard")
+  assert {"csrnn_jax.crash", "csrnn_jax.sampling"} <= imported
+  assert not imported & {"csrnn_jax.audio_eval", "csrnn_jax.data",
+                         "csrnn_jax.evaluate"}

@@ -135,8 +135,8 @@ def test_ambient_train_step_lowers_for_cuda(backend, kernels, request):
 
 
 def _segment_program(cfg, batch: int, options):
-  """The generator's segment (``Generator._segment``) over two top frames,
-  as a function of shapes."""
+  """The generator's segment program (``Generator.segment``) over two top
+  frames, as a function of shapes."""
   graphdef, params = M.abstract(dataclasses.replace(cfg, weight_norm=False))
 
   def segment(params, state, cond, keys, temperature, scales):
