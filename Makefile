@@ -46,13 +46,13 @@ demo-run:
 	@if [ -f $(DEMO_DATA)/manifest.json ]; then \
 	  echo "Reusing the prepared demo data in $(DEMO_DATA)"; \
 	else \
-	  $(PY) -m csrnn_jax.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
+	  $(PY) -m csrnn_jax.cli.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
 	fi
 	$(PY) train.py --config configs/cpu.py:$(DEMO_DATA) --workdir $(DEMO_RUN) \
 	  --config.train.num_steps=$(DEMO_STEPS) $(DEMO_FLAGS)
 	$(PY) sample.py --workdir $(DEMO_RUN) --seconds $(DEMO_SECONDS) --num 2 \
 	  --out $(DEMO_RUN)/samples/demo
-	$(PY) -m csrnn_jax.evaluate --workdir $(DEMO_RUN) --split test \
+	$(PY) -m csrnn_jax.cli.evaluate --workdir $(DEMO_RUN) --split test \
 	  --generated $(DEMO_RUN)/samples/demo
 	@echo
 	@echo "Demo outputs:"

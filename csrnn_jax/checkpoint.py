@@ -153,17 +153,6 @@ class Checkpointer:
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
-  @staticmethod
-  def parse_step(text: str):
-    """A --step argument: an int, "latest" or "best"; else CheckpointError."""
-    text = str(text).strip()
-    if text.isdigit():
-      return int(text)
-    if text in ("latest", "best"):
-      return text
-    raise CheckpointError(f"--step {text!r}: give N (a step number), "
-                          "'latest' or 'best'")
-
   def resolve(self, step) -> int:
     """None/"latest" -> latest, "best" -> best, an int -> itself; checked."""
     available = self.steps()

@@ -1,14 +1,9 @@
-"""Negative log-likelihood of a split, overall and per class.
-
-``python -m csrnn_jax.evaluate --workdir RUN [--split test] [--step best]``
-prints a table and writes ``RUN/eval_<split>_step<N>.json``. The dataset is
+"""Negative log-likelihood of a split, overall and per class: the trainer's
+validation (``SplitEvaluator``) and csrnn-evaluate's (``evaluate_run``),
+which writes ``RUN/eval_<split>_step<N>.json`` (``rundir``). The dataset is
 the run's, checked against the manifest hash recorded at training time
-(``provenance.check_dataset``); ``--dataset-dir`` points at it where it has
-moved, ``--accept-dataset-change`` scores a changed one anyway. With
-``--generated DIR`` it also evaluates the wav files in DIR (as sample.py
-writes them) against the run's real data (``audio_eval``: condition accuracy
-by a plain and a noise-robust judge, spectral flatness, periodicity, crashes,
-mixes, Frechet distance) and writes DIR/audio_eval.{json,md}.
+(``provenance.check_dataset``), or the one ``dataset_dir`` names where it
+has moved.
 
 Every chunk of the split is scored once: its windows run in order with the
 hidden state carried (as in training, without gradients), and the NLL is
@@ -16,16 +11,13 @@ summed per chunk, so a class's figure is its mean bits per sample.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
-from csrnn_jax import audio_eval
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import data as data_lib
 from csrnn_jax import metrics as metrics_lib
@@ -141,42 +133,3 @@ def evaluate_run(workdir: str, split: str = "valid", step=None,
                 dataset_dir=os.path.abspath(config.data.dataset_dir))
   rundir.write_eval(workdir, split, step, result)
   return result
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="csrnn-evaluate", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="a training run")
-  parser.add_argument("--split", default="valid",
-                      choices=("train", "valid", "test"))
-  parser.add_argument("--step", default="latest",
-                      help="N (a step number), 'latest' or 'best'")
-  parser.add_argument("--dataset-dir", metavar="DIR",
-                      help="the run's dataset where it has moved (default: "
-                      "the config's data.dataset_dir)")
-  parser.add_argument("--accept-dataset-change", action="store_true",
-                      help="score a dataset whose manifest differs from the "
-                      "one the run was trained on")
-  parser.add_argument("--generated", metavar="DIR",
-                      help="also evaluate the generated wav files in DIR")
-  args = parser.parse_args(argv)
-  try:
-    step = checkpoint_lib.Checkpointer.parse_step(args.step)
-    result = evaluate_run(args.workdir, args.split, step, args.dataset_dir,
-                          args.accept_dataset_change)
-    print(format_table(result, args.split, result["step"]))
-    if args.generated:
-      config = rundir.read_config(args.workdir)
-      config.data.dataset_dir = result["dataset_dir"]  # as checked above
-      audio_result = audio_eval.evaluate_generated_dir(config, args.generated)
-      print(f"\nGenerated audio in {args.generated} "
-            "(audio_eval.json, audio_eval.md):")
-      print(audio_eval.format_markdown(audio_result))
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -34,6 +34,9 @@ PARTIAL = ".partial"
 # is: outputs that differ only in these are the same audio.
 RESULT_KEYS = ("log_likelihood_nats", "bits_per_sample", "wall_seconds",
                "crash_guard", "workdir", "prime")
+# The name of the output of a run without classes to name: unconditional,
+# or conditioned on vectors (then on the zero vector).
+UNCONDITIONAL = "uncond"
 
 
 class OutputExists(FileExistsError):
@@ -84,6 +87,20 @@ class Row:
     else:
       sums = [sum(w for _, w, _ in self.mix) if self.mix else 1.0]
     return max((1.0 - self.guidance * w for w in sums), key=abs)
+
+
+def one_hot(index: int, cond_dim: int) -> tuple[float, ...]:
+  """The condition vector (cond_dim,) of class ``index``."""
+  return tuple(float(j == index) for j in range(cond_dim))
+
+
+def per_class_conditions(class_names, cond_dim: int):
+  """[(name, condition vector (cond_dim,))]: one per class, in one-hot
+  order; a run without classes to name (unconditional, or conditioned on
+  vectors) gets one, UNCONDITIONAL on the zero vector."""
+  if not cond_dim or len(class_names) != cond_dim:
+    return [(UNCONDITIONAL, (0.0,) * cond_dim)]
+  return [(name, one_hot(i, cond_dim)) for i, name in enumerate(class_names)]
 
 
 def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,

@@ -42,7 +42,6 @@ prepare writes (the split folders, the manifest and its working folders).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
@@ -502,59 +501,3 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
             "as many as the smallest class in each split")
     print(summary)
   return manifest
-
-
-def _parse_split(text: str):
-  try:
-    return tuple(float(v) for v in text.split(","))
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(
-        f"{text!r}: give train,valid,test shares such as 0.8,0.1,0.1") from e
-
-
-def main(argv=None) -> int:
-  """The console script; returns the exit status (2 on a PrepareError)."""
-  parser = argparse.ArgumentParser(
-      prog="csrnn-prepare", description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("src", help="folder with one sub-folder per class")
-  parser.add_argument("out", help="dataset folder to write")
-  parser.add_argument("--labels", help="CSV of path,label or path,v1,...,vC "
-                      "rows with a header (instead of class folders)")
-  parser.add_argument("--sample-rate", type=int, default=16000,
-                      help="output rate in Hz")
-  parser.add_argument("--chunk-seconds", type=float, default=8.0,
-                      help="length of every chunk")
-  parser.add_argument("--overlap", type=float, default=0.0,
-                      help="fraction of a chunk that neighbours share")
-  parser.add_argument("--silence-db", type=float, default=-50.0,
-                      help="drop chunks with a lower RMS in dBFS")
-  parser.add_argument("--peak-normalize", action="store_true",
-                      help="scale each file to a peak of 0.99")
-  parser.add_argument("--balance", action="store_true",
-                      help="equal duration per class in each split")
-  parser.add_argument("--split", type=_parse_split, default=(0.8, 0.1, 0.1),
-                      help="train,valid,test shares, split by source file")
-  parser.add_argument("--seed", type=int, default=0,
-                      help="seed of the train/valid/test split")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace the dataset already in OUT")
-  parser.add_argument("--quiet", action="store_true",
-                      help="no progress bar or summary")
-  args = parser.parse_args(argv)
-  try:
-    prepare_dataset(
-        args.src, args.out, labels_csv=args.labels,
-        sample_rate=args.sample_rate, chunk_seconds=args.chunk_seconds,
-        overlap=args.overlap, silence_db=args.silence_db,
-        peak_normalize=args.peak_normalize, balance=args.balance,
-        split=args.split, seed=args.seed, overwrite=args.overwrite,
-        verbose=not args.quiet)
-  except PrepareError as e:
-    print(f"csrnn-prepare: error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,11 +1,10 @@
-"""One table of runs, the closing step of a reproducibility study.
-
-    python -m csrnn_jax.report RUN [RUN ...] [--out DIR]
+"""One table of runs, the closing step of a reproducibility study
+(csrnn-report --workdir RUN [RUN ...] [--out DIR]).
 
 For every run directory: config name, seed, steps, bits per sample on train
 (the last train record), valid (the last valid record, overall and per
 class) and test (the newest ``eval_test_step<N>.json``, written by
-``python -m csrnn_jax.evaluate --workdir RUN --split test``), training time
+``csrnn-evaluate --workdir RUN --split test``), training time
 (the sum of the train records' seconds: compilation, evaluation and
 checkpoints excluded, each step counted once across resumes) and the code
 revision(s) its sessions ran. The table is printed and written as
@@ -14,10 +13,8 @@ runs), with ``report_loss.png``, the runs' loss curves on one plot.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
-import sys
 
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import plots
@@ -108,28 +105,3 @@ def report(workdirs: list[str], out_dir: str) -> dict:
       {w: metrics_lib.read(rundir.metrics_path(w)) for w in workdirs},
       paths["png"])
   return {"rows": rows, "markdown": table, **paths}
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m csrnn_jax.report",
-      description=__doc__.split("\n\n")[0])
-  parser.add_argument("runs", nargs="+", help="run directories (--workdir)")
-  parser.add_argument("--out", help="where report.md, report.csv and "
-                      "report_loss.png go (default: the runs' common folder)")
-  args = parser.parse_args(argv)
-  workdirs = [os.path.normpath(w) for w in args.runs]
-  out_dir = args.out or os.path.commonpath(
-      [os.path.dirname(os.path.abspath(w)) for w in workdirs])
-  try:
-    result = report(workdirs, out_dir)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(result["markdown"])
-  print(f"\nwrote {result['md']}, {result['csv']} and {result['png']}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -429,13 +429,9 @@ def write_samples(config, mcfg, graphdef, params, workdir: str,
   """One clip per class (or one unconditional clip) with the generator that
   sample.py uses, into <workdir>/train_samples/step<N>/ as
   step<N>_<class>_seed<seed>_t1.wav."""
-  names = list(config.data.class_names) if mcfg.cond_dim else []
-  if mcfg.cond_dim and len(names) != mcfg.cond_dim:
-    names = []  # vector conditioning: no class to name, use the zero vector
-  rows = [outputs.Row(n, tuple(float(i == j) for j in range(mcfg.cond_dim)),
-                      config.seed + i, 1.0) for i, n in enumerate(names)]
-  rows = rows or [outputs.Row("sample", (0.0,) * mcfg.cond_dim, config.seed,
-                              1.0)]
+  rows = [outputs.Row(name, vector, config.seed + i, 1.0)
+          for i, (name, vector) in enumerate(outputs.per_class_conditions(
+              config.data.class_names, mcfg.cond_dim))]
   return outputs.generate_to_files(
       sampling.Generator(graphdef, params), rows, config.train.sample_seconds,
       config.data.sample_rate,

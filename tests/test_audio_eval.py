@@ -14,9 +14,9 @@ from audio_fixtures import synth
 from csrnn_jax import audio
 from csrnn_jax import audio_eval
 from csrnn_jax import crash
-from csrnn_jax import evaluate
-from csrnn_jax import sample_cli
 from csrnn_jax import trainer
+from csrnn_jax.cli import evaluate
+from csrnn_jax.cli import sample as sample_cli
 from test_trainer import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

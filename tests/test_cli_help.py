@@ -1,12 +1,18 @@
 """What the command lines tell a user: train.py --help lists the flags and
 every config key with its value and comment, a missing --config is one line
-naming the fix, sample.py --help gives the condition vector's order."""
+naming the fix, sample.py --help gives the condition vector's order; every
+command is a csrnn_jax.cli main with one error format."""
+import importlib
 import pathlib
 import subprocess
 import sys
+import tomllib
+
+import pytest
 
 from csrnn_jax import config_doc
 from csrnn_jax import configlib
+from csrnn_jax.cli import common
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -92,3 +98,37 @@ def test_sample_help_gives_the_condition_vector_order(tmp_path):
   assert of_run.returncode == 0, of_run.stderr
   assert ("This run's condition vector order: creepy, happy, sad, space."
           in of_run.stdout)
+
+
+def test_every_console_script_is_a_cli_main_and_only_there():
+  scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+      "scripts"]
+  assert sorted(scripts) == [
+      "csrnn-evaluate", "csrnn-export-torch", "csrnn-import-torch",
+      "csrnn-prepare", "csrnn-report", "csrnn-sample", "csrnn-train"]
+  for target in scripts.values():
+    module, _, function = target.partition(":")
+    assert module.startswith("csrnn_jax.cli.") and function == "main"
+    assert callable(importlib.import_module(module).main)
+  for path in (REPO / "csrnn_jax").rglob("*.py"):
+    if "cli" not in path.relative_to(REPO / "csrnn_jax").parts:
+      text = path.read_text()
+      assert "def main(" not in text and "csrnn_jax.cli" not in text, path
+
+
+def test_one_error_format_and_one_step_syntax(tmp_path, capsys):
+  from csrnn_jax.cli import report  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as usage:
+    report.main([])
+  assert usage.value.code == common.EXIT_ERROR
+  err = capsys.readouterr().err
+  assert err.startswith("error: the following arguments are required: "
+                        "--workdir") and err.count("\n") == 1
+  assert report.main(["--workdir", str(tmp_path / "none")]) == 2
+  assert capsys.readouterr().err.startswith(
+      f"error: {tmp_path / 'none'}: no such folder, so not a run directory")
+  assert [common.parse_step(t) for t in (" 12 ", "latest", "best")] == [
+      12, "latest", "best"]
+  with pytest.raises(ValueError, match=r"--step '-1': give N \(a step "
+                                       r"number\), 'latest' or 'best'"):
+    common.parse_step("-1")

@@ -18,6 +18,7 @@ from audio_fixtures import (CHUNK_SECONDS, CLASSES, CORRUPT, EMPTY,
                             make_class_folders, make_vector_csv, synth,
                             write_audio)
 from csrnn_jax import audio, dataset, prepare
+from csrnn_jax.cli import prepare as prepare_cli
 
 RATE = 16000
 CHUNK = round(CHUNK_SECONDS * RATE)
@@ -376,7 +377,7 @@ def test_rebuild_keeps_the_old_dataset_until_the_new_one_is_complete(
     write_audio(tmp_path / "src" / "organ" / f"more{j}.wav",
                 synth("organ", 3.0, 44100, seed=j), 44100)
   proc = subprocess.Popen(
-      [sys.executable, "-m", "csrnn_jax.prepare", str(tmp_path / "src"),
+      [sys.executable, "-m", "csrnn_jax.cli.prepare", str(tmp_path / "src"),
        str(out), "--chunk-seconds", str(CHUNK_SECONDS), "--overwrite"],
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
       cwd=pathlib.Path(prepare.__file__).parents[1])
@@ -410,7 +411,7 @@ def test_error_out_holds_an_invalid_manifest(tmp_path):
 def test_cli(tmp_path, capsys):
   make_class_folders(tmp_path / "src", classes=("bells", "organ"),
                      files_per_class=3, bad_files=False)
-  assert prepare.main([str(tmp_path / "src"), str(tmp_path / "out"),
+  assert prepare_cli.main([str(tmp_path / "src"), str(tmp_path / "out"),
                        "--chunk-seconds", "0.5", "--split", "0.6,0.2,0.2",
                        "--balance", "--seed", "3", "--quiet"]) == 0
   options = json.loads((tmp_path / "out" / "manifest.json").read_text())[
@@ -418,10 +419,10 @@ def test_cli(tmp_path, capsys):
   assert (options["split"], options["balance"], options["seed"]) == (
       [0.6, 0.2, 0.2], True, 3)
   (tmp_path / "none").mkdir()
-  assert prepare.main([str(tmp_path / "none"), str(tmp_path / "o2")]) == 2
-  assert "csrnn-prepare: error: " in capsys.readouterr().err
+  assert prepare_cli.main([str(tmp_path / "none"), str(tmp_path / "o2")]) == 2
+  assert capsys.readouterr().err.startswith("error: ")
   run = subprocess.run(
-      [sys.executable, "-m", "csrnn_jax.prepare", str(tmp_path / "none"),
+      [sys.executable, "-m", "csrnn_jax.cli.prepare", str(tmp_path / "none"),
        str(tmp_path / "o3")], capture_output=True, text=True, check=False,
       cwd=pathlib.Path(prepare.__file__).parents[1])
   assert run.returncode == 2 and "no audio files" in run.stderr

@@ -95,9 +95,9 @@ def in_process(argv: list[str]):
   """The main(argv) that runs ``argv`` and its arguments, or None when it
   runs in a shell."""
   if argv[:2] == ["python", "sample.py"]:
-    return "csrnn_jax.sample_cli:main", argv[2:]
+    return "csrnn_jax.cli.sample:main", argv[2:]
   if argv[:2] == ["python", "train.py"]:
-    return "csrnn_jax.train_cli:main", argv[2:]
+    return "csrnn_jax.cli.train:main", argv[2:]
   if argv[:2] == ["python", "-m"] and argv[2].startswith("csrnn_jax."):
     return argv[2] + ":main", argv[3:]
   if argv[0] in entry_points():

@@ -20,8 +20,9 @@ from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import provenance
 from csrnn_jax import rundir
-from csrnn_jax import sample_cli
 from csrnn_jax import trainer
+from csrnn_jax.cli import evaluate as evaluate_cli
+from csrnn_jax.cli import sample as sample_cli
 from test_rundir import HOLD_LOCK
 from test_trainer import REPO, WINDOWS_PER_BATCH, tiny_config
 
@@ -108,13 +109,13 @@ def test_bad4_evaluate_refuses_another_dataset_at_the_runs_path(runs,
   dataset, run = copied(runs, tmp_path)
   prepare_again_differently(dataset)
   args = ["--workdir", str(run), "--split", "test"]
-  assert evaluate.main(args) == 2
+  assert evaluate_cli.main(args) == 2
   err = capsys.readouterr().err
   assert (f"{dataset / 'manifest.json'} is not the dataset {run} was trained "
           "on" in err and "Point --dataset-dir at the dataset the run was "
           "trained on, or pass --accept-dataset-change" in err)
   assert not list(run.glob("eval_*.json"))
-  assert evaluate.main(args + ["--accept-dataset-change"]) == 0
+  assert evaluate_cli.main(args + ["--accept-dataset-change"]) == 0
   assert "using it, as --accept-dataset-change asks" in capsys.readouterr().err
 
 
@@ -141,9 +142,9 @@ def test_moved_dataset_is_accepted_by_hash_for_evaluate_and_resume(runs,
   dataset, run = copied(runs, tmp_path)
   moved = tmp_path / "moved"
   dataset.rename(moved)
-  assert evaluate.main(["--workdir", str(run)]) == 2
+  assert evaluate_cli.main(["--workdir", str(run)]) == 2
   assert "no such dataset folder" in capsys.readouterr().err
-  assert evaluate.main(["--workdir", str(run), "--dataset-dir",
+  assert evaluate_cli.main(["--workdir", str(run), "--dataset-dir",
                         str(moved)]) == 0
   written = json.loads((run / "eval_valid_step31.json").read_text())
   assert written["dataset_dir"] == str(moved)

@@ -12,9 +12,9 @@ from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as M
 from csrnn_jax import provenance
-from csrnn_jax import report
 from csrnn_jax import rundir
 from csrnn_jax import trainer
+from csrnn_jax.cli import report as report_cli
 
 from test_trainer import WINDOWS_PER_BATCH, tiny_config
 
@@ -51,7 +51,7 @@ def expected_row(workdir):
 
 def test_report_tables_match_the_runs(two_runs, tmp_path, capsys):
   out = tmp_path / "report"
-  assert report.main([*two_runs, "--out", str(out)]) == 0
+  assert report_cli.main(["--workdir", *two_runs, "--out", str(out)]) == 0
   printed = capsys.readouterr().out
   with open(out / "report.csv", newline="") as f:
     rows = list(csv.DictReader(f))
@@ -88,9 +88,9 @@ def test_report_tables_match_the_runs(two_runs, tmp_path, capsys):
 def test_report_default_out_is_the_runs_folder_and_rejects_non_runs(
     two_runs, tmp_path, capsys):
   parent = pathlib.Path(two_runs[0]).parent
-  assert report.main(two_runs[:1]) == 0
+  assert report_cli.main(["--workdir", *two_runs[:1]]) == 0
   assert (parent / "report.csv").is_file()
-  assert report.main([str(tmp_path)]) == 2
+  assert report_cli.main(["--workdir", str(tmp_path)]) == 2
   assert "not a run directory" in capsys.readouterr().err
 
 
@@ -114,7 +114,7 @@ def test_report_on_a_parameters_only_run(tiny_dataset, tmp_path):
       record, default=str))]
   evaluate.evaluate_run(workdir, "test")
   out = tmp_path / "report"
-  assert report.main([workdir, "--out", str(out)]) == 0
+  assert report_cli.main(["--workdir", workdir, "--out", str(out)]) == 0
   with open(out / "report.csv", newline="") as f:
     row, = csv.DictReader(f)
   assert row["steps"] == "0" and row["train_bits"] == row["valid_bits"] == ""

@@ -21,11 +21,11 @@ import test_model
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import data as data_lib
-from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
 from csrnn_jax import trainer
-from csrnn_jax.train_cli import resolve_config_path
+from csrnn_jax.cli import evaluate as evaluate_cli
+from csrnn_jax.cli.train import resolve_config_path
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WINDOWS_PER_BATCH = 31  # 0.5 s chunks at 16 kHz = 8000 samples, windows of 256
@@ -89,7 +89,7 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
           "bells_seed0_t1.wav", "organ_seed1_t1.wav", "wind_seed2_t1.wav")]
   assert (samples / "spectrograms.png").exists()
 
-  assert evaluate.main(["--workdir", str(run), "--split", "test"]) == 0
+  assert evaluate_cli.main(["--workdir", str(run), "--split", "test"]) == 0
   out = capsys.readouterr().out
   for name in ("bells", "organ", "wind", "all"):
     assert f"| {name}" in out or f"| **{name}" in out

@@ -15,10 +15,10 @@ import pytest
 import test_trainer
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import dataset as dataset_lib
-from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
-from csrnn_jax import sample_cli
 from csrnn_jax import trainer
+from csrnn_jax.cli import evaluate as evaluate_cli
+from csrnn_jax.cli import sample as sample_cli
 
 CHUNK = test_trainer.WINDOWS_PER_BATCH  # steps per chunk batch
 CLASSES = ("bells", "organ", "wind")
@@ -139,7 +139,7 @@ def test_config_json_finds_the_dataset_from_another_folder(
   saved = json.loads((run / "config.json").read_text())
   assert saved["data"]["dataset_dir"] == str(tiny_dataset)
   monkeypatch.chdir(tmp_path)  # nowhere near the relative path it was given
-  assert evaluate.main(["--workdir", str(run), "--split", "test"]) == 0
+  assert evaluate_cli.main(["--workdir", str(run), "--split", "test"]) == 0
   assert "| **all** |" in capsys.readouterr().out
 
 

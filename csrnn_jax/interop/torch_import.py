@@ -1,8 +1,8 @@
 """Import and export of the original PyTorch Conditional SampleRNN checkpoints.
 
     csrnn-import-torch CKPT --frame-sizes 16 4 --dim 1024 --n-rnn 1 \\
-        --nb-classes 4 --class-names happy,sad,space,creepy --out RUN
-    csrnn-export-torch RUN OUT.pt [--step latest|best|N]
+        --nb-classes 4 --class-names happy,sad,space,creepy --workdir RUN
+    csrnn-export-torch --workdir RUN --out OUT.pt [--step latest|best|N]
 
 The original (a fork of samplernn-pytorch) saves ``torch.save`` of a state
 dict whose keys start with ``model.`` and holds no hyperparameters.
@@ -38,13 +38,11 @@ Decisions:
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import collections.abc
 import dataclasses
 import os
 import pickle
-import sys
 from typing import Callable
 
 import jax
@@ -459,7 +457,8 @@ def import_run(checkpoint_path, workdir, class_names=None, **given):
   original checkpoint; returns the run config. ``given`` as in
   ``resolve_hyperparameters``."""
   if os.path.isdir(workdir) and os.listdir(workdir):
-    raise ValueError(f"{workdir} exists and is not empty; choose a new --out")
+    raise ValueError(f"{workdir} exists and is not empty; choose a new "
+                     "--workdir")
   state_dict = load_torch_checkpoint(checkpoint_path)
   hparams = resolve_hyperparameters(state_dict, **given)
   nb_classes = hparams["nb_classes"]
@@ -500,73 +499,3 @@ def export_run(workdir, out_path, step=None) -> ModelConfig:
   _, cfg, _, params, _ = checkpoint.load_run(os.fspath(workdir), step)
   save_torch_checkpoint(params_to_torch(jax.device_get(params), cfg), out_path)
   return cfg
-
-
-def _step(text):
-  return text if text in ("latest", "best") else int(text)
-
-
-def main_import(argv=None) -> int:
-  """The console script csrnn-import-torch; returns the exit status."""
-  parser = argparse.ArgumentParser(
-      prog="csrnn-import-torch",
-      description="Import an original (PyTorch) Conditional SampleRNN "
-      "checkpoint as a run directory. Hyperparameters not given are read from "
-      "the tensor shapes; given ones are checked against them.")
-  parser.add_argument("checkpoint", help="the original's checkpoint file, "
-                      "e.g. checkpoints/best-ep12-it34000")
-  parser.add_argument("--frame-sizes", type=int, nargs="+",
-                      help="the original's --frame_sizes: upsampling ratios, "
-                      "bottom first (16 4 is frame sizes (16, 16, 64) here)")
-  parser.add_argument("--dim", type=int)
-  parser.add_argument("--n-rnn", type=int)
-  parser.add_argument("--q-levels", type=int)
-  parser.add_argument("--nb-classes", type=int)
-  parser.add_argument("--weight-norm", action=argparse.BooleanOptionalAction)
-  parser.add_argument("--learn-h0", action=argparse.BooleanOptionalAction)
-  parser.add_argument("--class-names", help="comma-separated, in one-hot "
-                      "order (default class0,class1,...)")
-  parser.add_argument("--out", required=True, help="run directory to write")
-  args = parser.parse_args(argv)
-  given = dict(dim=args.dim, n_rnn=args.n_rnn, q_levels=args.q_levels,
-               nb_classes=args.nb_classes, weight_norm=args.weight_norm,
-               learn_h0=args.learn_h0)
-  if args.frame_sizes:
-    given["frame_sizes"] = frame_sizes_from_reference(args.frame_sizes)
-  names = args.class_names.split(",") if args.class_names else None
-  try:
-    config = import_run(args.checkpoint, args.out, class_names=names, **given)
-  except (ValueError, ImportError, OSError) as e:
-    print(f"csrnn-import-torch: error: {e}", file=sys.stderr)
-    return 2
-  print(f"imported {args.checkpoint} -> {args.out}: "
-        f"{describe(configlib.model_config(config))}")
-  return 0
-
-
-def main_export(argv=None) -> int:
-  """The console script csrnn-export-torch; returns the exit status."""
-  parser = argparse.ArgumentParser(
-      prog="csrnn-export-torch",
-      description="Write a run's parameters as an original (PyTorch) "
-      "Conditional SampleRNN state dict.")
-  parser.add_argument("run", help="run directory (training or import)")
-  parser.add_argument("out", help="file to write, e.g. OUT.pt")
-  parser.add_argument("--step", type=_step, default="latest",
-                      help="checkpoint: latest, best or a step number")
-  args = parser.parse_args(argv)
-  try:
-    cfg = export_run(args.run, args.out, args.step)
-  except (ValueError, ImportError, OSError) as e:
-    print(f"csrnn-export-torch: error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}: load it in the original code with {describe(cfg)}")
-  if cfg.quantization != "linear-minmax":
-    print(f"note: this model was trained on {cfg.quantization} quantisation; "
-          "the original code feeds it per-file min/max (linear-minmax) "
-          "levels", file=sys.stderr)
-  if cfg.preemphasis:
-    print(f"note: this model was trained with preemphasis={cfg.preemphasis};"
-          " the original code neither filters its input nor inverts the "
-          "filter on its output", file=sys.stderr)
-  return 0

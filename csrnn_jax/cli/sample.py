@@ -46,14 +46,16 @@ from csrnn_jax import outputs
 from csrnn_jax import rundir
 from csrnn_jax import sampling
 from csrnn_jax import sharding
+from csrnn_jax.cli import common
 
 
 def _floats(text: str) -> list[float]:
+  """``0.9,1`` -> [0.9, 1.0] (an argparse type)."""
   try:
     return [float(v) for v in text.split(",")]
   except ValueError:
-    raise SystemExit(f"error: {text!r} is not a comma-separated list of "
-                     "numbers") from None
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def _finite(text: str) -> float | None:
@@ -66,24 +68,25 @@ def _finite(text: str) -> float | None:
 
 
 def _cond_mix(text: str) -> list[tuple[str, float]]:
-  """``name=weight,...`` -> [(name, weight)]."""
+  """``name=weight,...`` -> [(name, weight)] (an argparse type)."""
   pairs = []
   for item in text.split(","):
     name, sep, weight = item.partition("=")
     value = _finite(weight)
     if not sep or not name or value is None:
-      raise SystemExit(f"error: --cond-mix {text!r}: give name=weight pairs "
-                       "with finite weights, comma-separated, e.g. "
-                       "happy=0.5,sad=0.5")
+      raise argparse.ArgumentTypeError(
+          f"{text!r}: give name=weight pairs with finite weights, "
+          "comma-separated, e.g. happy=0.5,sad=0.5")
     pairs.append((name, value))
   if len({n for n, _ in pairs}) < len(pairs):
-    raise SystemExit(f"error: --cond-mix {text!r} names a class twice")
+    raise argparse.ArgumentTypeError(f"{text!r} names a class twice")
   return pairs
 
 
 def _cond_schedule(text: str) -> list[tuple[float, list[tuple[str, float]]]]:
   """``happy@0,sad@10,space=0.5+creepy=0.5@20`` -> [(seconds, [(name,
-  weight)])], keyframes in strictly increasing time from 0 or later."""
+  weight)])], keyframes in strictly increasing time from 0 or later (an
+  argparse type)."""
   keyframes = []
   for item in text.split(","):
     key, sep, when = item.rpartition("@")
@@ -93,14 +96,14 @@ def _cond_schedule(text: str) -> list[tuple[float, list[tuple[str, float]]]]:
                                               for part in key.split("+"))]
     if (not sep or not key or seconds is None or seconds < 0
         or not all(n and w is not None for n, w in pairs)):
-      raise SystemExit(f"error: --cond-schedule {text!r}: give class@seconds "
-                       "keyframes, comma-separated, e.g. happy@0,sad@10 (a "
-                       "keyframe may be a mix: happy=0.5+sad=0.5@5)")
+      raise argparse.ArgumentTypeError(
+          f"{text!r}: give class@seconds keyframes, comma-separated, e.g. "
+          "happy@0,sad@10 (a keyframe may be a mix: happy=0.5+sad=0.5@5)")
     keyframes.append((seconds, pairs))
   times = [t for t, _ in keyframes]
   if any(b <= a for a, b in zip(times, times[1:])):
-    raise SystemExit(f"error: --cond-schedule {text!r}: the keyframes' "
-                     "times must increase")
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: the keyframes' times must increase")
   return keyframes
 
 
@@ -171,9 +174,7 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
       raise ValueError(
           f"class {name!r} is not one of this run's classes: "
           f"{', '.join(class_names) or '(none: the model is unconditional)'}")
-    vector = [0.0] * cond_dim
-    vector[class_names.index(name)] = 1.0
-    return tuple(vector)
+    return outputs.one_hot(class_names.index(name), cond_dim)
 
   def weighted(pairs):
     return tuple(sum(w * one_hot(n)[j] for n, w in pairs)
@@ -203,9 +204,8 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
     conds.append((f"morph-{morph}-{experts}{name}", schedule[0][1], (),
                   schedule))
   if not conds:
-    conds = ([(n, tuple(float(i == j) for j in range(cond_dim)), (), ())
-              for i, n in enumerate(class_names)] if cond_dim else
-             [("uncond", (), (), ())])
+    conds = [(name, vector, (), ()) for name, vector in
+             outputs.per_class_conditions(class_names, cond_dim)]
   n_out = len(conds) * num
   temps = _per_output(_checked(temperatures, "--temperature", True), n_out,
                       "--temperature")
@@ -221,7 +221,8 @@ def build_rows(config, cond_names, cond_vectors, num, seed, temperatures,
 
 def sampling_settings(args, run_defaults) -> dict:
   """Each sampling setting from its flag, else the run's ``config.sample``
-  (temperature and guidance as comma-separated text, like the flags)."""
+  (temperature and guidance as lists, like the flags: one value, or one per
+  output)."""
   settings = {}
   for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
               "typical_p", "crash_guard"):
@@ -229,7 +230,7 @@ def sampling_settings(args, run_defaults) -> dict:
     if value is None:
       value = run_defaults[key]
       if key in ("temperature", "guidance"):
-        value = f"{value:g}"
+        value = [float(value)]
     settings[key] = value
   return settings
 
@@ -254,35 +255,37 @@ def condition_order(workdir: str | None) -> str | None:
   order, which --cond-vector follows), or None if it has none to read."""
   try:
     config = rundir.read_config(workdir) if workdir else None
-  except (ValueError, FileNotFoundError):
+  except (ValueError, FileNotFoundError):  # --help goes on without it
     return None
   names = config and (list(config.data.cond_names)
                       or list(config.data.class_names))
   return ", ".join(names) if names else None
 
 
-def main(argv=None) -> int:
-  first = argparse.ArgumentParser(add_help=False)  # the run, for the help
+def parser(argv=None) -> common.Parser:
+  """The flags; ``argv``'s --workdir, if any, puts its run's condition
+  vector order into --help."""
+  first = common.Parser(add_help=False)  # the run, for the help
   first.add_argument("--workdir")
   order = condition_order(first.parse_known_args(argv)[0].workdir)
-  p = argparse.ArgumentParser(
+  p = common.Parser(
       prog="csrnn-sample", description=__doc__.split("\n\n")[0],
       epilog=(f"This run's condition vector order: {order}." if order else
               "sample.py --workdir RUN --help prints RUN's condition vector "
               "order."))
-  p.add_argument("--workdir", required=True, help="a run directory")
-  p.add_argument("--step", default="latest",
-                 help="N (a step number), 'latest' or 'best'")
+  common.add_workdir(p)
+  common.add_step(p)
   p.add_argument("--cond", default="", help="class names, comma-separated")
-  p.add_argument("--cond-vector", action="append", default=[],
+  p.add_argument("--cond-vector", action="append", default=[], type=_floats,
                  help="a condition vector such as 0,0,1,1 (repeatable); its "
                  "entries follow the run's order, data.cond_names or "
                  "data.class_names in RUN/config.json (the dataset's, "
                  "alphabetical for class folders), printed below")
-  p.add_argument("--cond-mix", action="append", default=[],
+  p.add_argument("--cond-mix", action="append", default=[], type=_cond_mix,
                  help="a product of experts of classes, name=weight,... such "
                  "as space=0.5,creepy=0.5 (repeatable)")
   p.add_argument("--cond-schedule", action="append", default=[],
+                 type=_cond_schedule,
                  help="a morph: class@seconds keyframes such as "
                  "happy@0,sad@10,space@20 (a keyframe may be a mix: "
                  "happy=0.5+sad=0.5@5); writes class_probabilities.png "
@@ -298,10 +301,10 @@ def main(argv=None) -> int:
   p.add_argument("--seconds", type=float, default=4.0)
   # The sampling settings default to the run's config.sample (the recipe's
   # recommendation; base defaults: temperature 1, no guidance, no filters).
-  p.add_argument("--temperature",
+  p.add_argument("--temperature", type=_floats,
                  help="one value, or one per output, comma-separated "
                  "(default: the run's sample.temperature)")
-  p.add_argument("--guidance",
+  p.add_argument("--guidance", type=_floats,
                  help="classifier-free guidance scale (1: off): one value, or "
                  "one per output, comma-separated (default: the run's "
                  "sample.guidance)")
@@ -330,19 +333,22 @@ def main(argv=None) -> int:
   p.add_argument("--overwrite", action="store_true",
                  help="replace outputs of the same names made with other "
                  "settings")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  args = parser(argv).parse_args(argv)
   try:
-    step = checkpoint_lib.Checkpointer.parse_step(args.step)
+    rundir.check(args.workdir)
+    step = common.parse_step(args.step)
     _check_lengths(args)
     config = rundir.read_config(args.workdir)
     settings = sampling_settings(args, config.sample)
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
-                      [_floats(v) for v in args.cond_vector], args.num,
-                      args.seed, _floats(settings["temperature"]),
-                      _floats(settings["guidance"]),
-                      [_cond_mix(m) for m in args.cond_mix],
-                      [_cond_schedule(c) for c in args.cond_schedule],
-                      args.morph, args.morph_mix)
+                      args.cond_vector, args.num, args.seed,
+                      settings["temperature"], settings["guidance"],
+                      args.cond_mix, args.cond_schedule, args.morph,
+                      args.morph_mix)
     guided = any(r.guided for r in rows)
     options = sampling.SamplingOptions(
         settings["top_k"], settings["top_p"], settings["min_p"],
@@ -383,8 +389,7 @@ def main(argv=None) -> int:
                          if settings["crash_guard"] else None),
         overwrite=args.overwrite)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return common.fail(e)
   for path in paths:
     print(path)
   print(os.path.join(out, "spectrograms.png"))

@@ -28,6 +28,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from csrnn_jax.cli import common
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "a config file (configs/*.py) or its bare name",
     lock_config=True)
@@ -52,10 +54,9 @@ _PRINT_CONFIG = flags.DEFINE_bool(
     "print_config", False, "print the config (after the --config.KEY=VALUE "
     "overrides) as JSON and exit without training")
 
-EXIT_ERROR = 2
 EXIT_INTERRUPTED = os.EX_TEMPFAIL  # 75: stopped by a signal, resumable
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ./configs, the copy installed inside the package, the checkout's configs/.
 CONFIG_DIRS = ("configs", os.path.join(_PACKAGE, "configs"),
                os.path.join(os.path.dirname(_PACKAGE), "configs"))
@@ -79,8 +80,8 @@ def resolve_config_path(value: str) -> str:
     candidate = os.path.join(folder, os.path.basename(name))
     if os.path.exists(candidate):
       return candidate + (":" + override if override else "")
-  raise SystemExit(f"error: no config file {value!r}; known configs: "
-                   f"{', '.join(known_configs())}")
+  common.usage_error(f"no config file {value!r}; known configs: "
+                     f"{', '.join(known_configs())}")
 
 
 def _config_value(argv: list[str]) -> str | None:
@@ -147,8 +148,7 @@ def _check_overrides(argv: list[str]) -> None:
     try:
       configlib.check_override(key, text if eq else None)
     except configlib.ConfigError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(EXIT_ERROR)
+      common.usage_error(str(e))
 
 
 def _silence_stderr():
@@ -182,10 +182,10 @@ def _main(argv):
         accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError,
           rundir.WorkdirBusy, trainer.StorageError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
+    status = common.fail(e)
     if isinstance(e, trainer.StorageError):
       _silence_stderr()  # Orbax's writer threads still report each failure
-    return EXIT_ERROR
+    return status
   if result["interrupted"]:
     return EXIT_INTERRUPTED
   print(f"Finished at step {result['step']}: "
@@ -215,9 +215,9 @@ def _run(argv: list[str]):
     print(help_text(_config_value(argv)))
     sys.exit(0)
   if _config_value(argv) is None:
-    print("error: give --config CONFIG: a config file or one of "
-          f"{', '.join(known_configs())} (python train.py --help lists the "
-          "flags and every config key)", file=sys.stderr)
-    sys.exit(EXIT_ERROR)
+    common.usage_error(
+        "give --config CONFIG: a config file or one of "
+        f"{', '.join(known_configs())} (python train.py --help lists the "
+        "flags and every config key)")
   _check_overrides(argv)
   app.run(_main, argv=argv)
