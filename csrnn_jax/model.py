@@ -8,9 +8,13 @@ plain dict of arrays, and ``bind`` merges them back inside jitted code, so
 training, sampling and checkpoints all work on plain pytrees.
 
 Entry points on ``CSampleRNN`` (shapes in their docstrings):
-``forward`` (teacher-forced TBPTT window with an explicit carry),
-``initial_carry``, and the generation steps ``frame_step`` and
-``sample_logits``.
+``forward`` (teacher-forced TBPTT window with an explicit carry) and
+``initial_carry``. Each tier has one definition that training and
+generation share: ``FrameTier.__call__`` serves T frames of a window and the
+single frame of a generation step, and ``SampleMLP`` alone reads the MLP's
+weights (``features``/``head`` over a window; ``step_tables``,
+``running_sums``, ``push_sample`` and ``head`` one sample at a time, which
+``sampling`` runs).
 """
 from __future__ import annotations
 
@@ -148,10 +152,6 @@ class ModelConfig:
     return self.cond_embed_dim or self.cond_dim
 
   @property
-  def num_tiers(self) -> int:
-    return len(self.frame_sizes)
-
-  @property
   def lookback(self) -> int:
     """Samples of context before a window: the top frame, FS(K)."""
     return self.frame_sizes[-1]
@@ -237,11 +237,6 @@ class GRULayer(nnx.Module):
                                     backend=backend,
                                     compute_dtype=compute_dtype)
 
-  def step(self, x_BxD, h_BxD, compute_dtype: str):
-    """One step: (output (B, dim), new state)."""
-    h_BxD = gru_kernels.gru_cell(x_BxD, h_BxD, *self.weights(), compute_dtype)
-    return h_BxD, h_BxD
-
 
 class LSTMLayer(nnx.Module):
   """One torch.nn.LSTM layer (gate order i, f, g, o), stored for ``x @ W``;
@@ -267,12 +262,6 @@ class LSTMLayer(nnx.Module):
     return lstm_kernels.lstm_sequence(x_BxTxD, state, *self.weights(),
                                       backend=backend,
                                       compute_dtype=compute_dtype)
-
-  def step(self, x_BxD, state, compute_dtype: str):
-    """One step: (output h (B, dim), new state)."""
-    state = lstm_kernels.lstm_cell(x_BxD, state, *self.weights(),
-                                   compute_dtype)
-    return state[0], state
 
 
 def _layer_state(state, layer: int):
@@ -301,9 +290,9 @@ def dropout(x_BxTxD, keys_B, rate: float):
 
 
 class FrameTier(nnx.Module):
-  """Frame tier k: input projection of [frame ++ cond], RNN stack (GRU or
-  LSTM layers), upsampling; with ``skip`` also the weight that takes its
-  vectors to the sample-level MLP.
+  """Frame tier k: input projection of [frame ++ cond] plus the tier above's
+  vector, RNN stack (GRU or LSTM layers), upsampling (``__call__``); with
+  ``skip`` also the weight that takes its vectors to the sample-level MLP.
 
   ``frame_size`` = FS(k) samples in, ``ratio`` = r_k conditioning vectors out
   per frame (one per frame of the tier below, or per sample for tier 2). The
@@ -392,25 +381,19 @@ class FrameTier(nnx.Module):
         last.append(layer_state)
     return x_BxTxD, _stack_states(last)
 
-  def run(self, in_BxTxD, state, dropout_keys_B=None):
-    """RNN stack then upsampling: returns ((B, T*r, dim), state)."""
+  def __call__(self, u_BxTxN, cond_BxTxC, upper_BxTxD, state,
+               dropout_keys_B=None):
+    """The tier over T frames: a training window's, or (T = 1) the frame of
+    a generation step. u_BxTxN: each frame's FS(k) samples as the tier reads
+    them (``audio.frame_input``); cond_BxTxC: the condition per frame (C may
+    be 0); upper_BxTxD: the tier above's vector per frame, None at the top.
+    Returns (conditioning vectors (B, T r, dim), one per frame of the tier
+    below, or per sample for tier 2; the new state)."""
+    in_BxTxD = self.project(u_BxTxN, cond_BxTxC)
+    if upper_BxTxD is not None:
+      in_BxTxD = in_BxTxD + upper_BxTxD
     h_BxTxD, state = self.rnn_stack(in_BxTxD, state, dropout_keys_B)
     return self.upsample_frames(h_BxTxD), state
-
-  def step(self, u_BxN, cond_BxC, upper_BxD, state):
-    """Advance one frame: returns (conditioning (B, r, dim), state).
-
-    ``upper_BxD`` is the tier above's vector for this frame (None at the top).
-    """
-    x_BxD = self.project(u_BxN[:, None], cond_BxC[:, None])[:, 0]
-    if upper_BxD is not None:
-      x_BxD = x_BxD + upper_BxD
-    new = []
-    for j, layer in enumerate(self.layers()):
-      x_BxD, layer_state = layer.step(x_BxD, _layer_state(state, j),
-                                      self.compute_dtype)
-      new.append(layer_state)
-    return self.upsample_frames(x_BxD[:, None]), _stack_states(new)
 
   def skip_term(self, vectors_BxD):
     """This tier's vectors as they reach the MLP (``skip_conn``): (..., dim)
@@ -442,6 +425,7 @@ class SampleMLP(nnx.Module):
       # weight norm (the norm of a zero weight is 0/0).
       self.cond = nnx.Param(jnp.zeros((cfg.cond_input_dim, dim)))
 
+  @_in_matmul_precision
   def condition(self, cond_BxTxC):
     """The condition's own term of the MLP input (``cond_mlp``), added to
     tier 2's vectors: (..., C') -> (..., dim)."""
@@ -453,11 +437,34 @@ class SampleMLP(nnx.Module):
     return taps.tap_tables(self.embedding[...], self.input())
 
   @jax.named_scope("mlp_input")
-  def features(self, x_BxW):
-    """Embedding+conv of every FS(1) window: (B, W) int -> (B, W-FS(1)+1, dim)."""
+  def features(self, x_BxW, tables_FxQxD=None):
+    """Embedding+conv of every FS(1) window: (B, W) int -> (B, W-FS(1)+1,
+    dim). ``tables_FxQxD`` (``tables()``, computed once): read them instead
+    of the weights, so a generation loop does not rebuild them per sample."""
+    if tables_FxQxD is not None:
+      return taps.taps_input(tables_FxQxD, x_BxW)
     if self.sample_input == "conv":
       return taps.conv_input(self.embedding[...], self.input(), x_BxW)
     return taps.taps_input(self.tables(), x_BxW)
+
+  def step_tables(self) -> sample_step.StepTables:
+    """What one generated sample reads of the input layer, computed once per
+    segment: the tap tables and their push layout (``sample_step``)."""
+    tables_FxQxD = self.tables()
+    return sample_step.StepTables(tables_FxQxD,
+                                  sample_step.push_tables(tables_FxQxD))
+
+  @staticmethod
+  def running_sums(tables: sample_step.StepTables, prev_BxF):
+    """The running tap sums (FS(1), B, dim) after the FS(1) samples
+    ``prev_BxF``: entry 0 is the next sample's features (``features`` of
+    those samples), entry k what they add k samples further on."""
+    return sample_step.initial_sums(tables.taps_FxQxD, prev_BxF)
+
+  @staticmethod
+  def push_sample(tables: sample_step.StepTables, sums_FxBxD, x_B):
+    """The running sums one position on, after sample x_B (B,) int."""
+    return sample_step.push(tables.push_QxFxD, sums_FxBxD, x_B)
 
   @jax.named_scope("mlp_head")
   @_in_matmul_precision
@@ -534,6 +541,7 @@ class CSampleRNN(nnx.Module):
     (h0, c0) of such arrays. Every leaf has the batch on axis 1."""
     return tuple(t.initial_state(batch_size) for t in self.frame_tiers)
 
+  @_in_matmul_precision
   def embed_condition(self, cond):
     """The condition as the tiers and the MLP read it: (..., C) -> (..., C')
     through the learned linear embedding with ``cond_embed_dim``, else as
@@ -588,22 +596,16 @@ class CSampleRNN(nnx.Module):
       dropout_keys_B = fold_keys(dropout_keys_B, DROPOUT_TAG)
     upper, new_carry, skips = None, [None] * len(self.frame_tiers), []
     for i in reversed(range(len(self.frame_tiers))):
-      tier = self.frame_tiers[i]
-      n = tier.frame_size
+      n = self.frame_tiers[i].frame_size
       frames_BxFxN = x_BxW[:, lookback - n:lookback - n + t].reshape(
           b, t // n, n)
-      u = audio.frame_input(frames_BxFxN, cfg.q_levels)
-      with jax.named_scope(f"tier{i + 2}"):  # names for profiles
-        in_BxFxD = tier.project(
-            u, cond_per_frame(cond, b, t // n, n, lookback))
-        if upper is not None:
-          in_BxFxD = in_BxFxD + upper
-        upper, new_carry[i] = tier.run(
-            in_BxFxD, carry[i],
-            None if dropout_keys_B is None else fold_keys(dropout_keys_B, i))
-        if i and cfg.skip_conn:  # one vector per frame of the tier below
-          skips.append(jnp.repeat(self.skip_term(i, upper),
-                                  self.frame_tiers[i - 1].frame_size, axis=1))
+      upper, new_carry[i] = self.run_tier(
+          i, frames_BxFxN, cond_per_frame(cond, b, t // n, n, lookback),
+          upper, carry[i],
+          None if dropout_keys_B is None else fold_keys(dropout_keys_B, i))
+      if i and cfg.skip_conn:  # one vector per frame of the tier below
+        skips.append(jnp.repeat(self.skip_term(i, upper),
+                                self.frame_tiers[i - 1].frame_size, axis=1))
     for skip_BxTxD in skips:
       upper = upper + skip_BxTxD
     if cfg.cond_mlp:
@@ -612,24 +614,17 @@ class CSampleRNN(nnx.Module):
     return upper, tuple(new_carry)
 
   @_in_matmul_precision
-  def frame_step(self, tier_index: int, frame_BxN, cond_BxC, upper_BxD,
-                 state):
-    """Advance frame tier ``tier_index + 2`` by one frame.
-
-    frame_BxN: int, the FS(k) samples before the frame's first output.
-    cond_BxC: (B, C) (C may be 0). upper_BxD: the tier above's vector, or
-    None for the top tier. state: the tier's (``initial_carry``). Returns
-    ((B, r_k, dim) vectors, new state); tier 2's vectors are what the MLP
-    reads, as in ``frame_tiers_forward``, but for the higher tiers' terms
-    with ``skip_conn`` (``skip_term``).
-    """
-    u_BxN = audio.frame_input(frame_BxN, self.cfg.q_levels)
-    cond_BxC = self.embed_condition(cond_BxC)
-    vectors_BxRxD, state = self.frame_tiers[tier_index].step(
-        u_BxN, cond_BxC, upper_BxD, state)
-    if tier_index == 0 and self.cfg.cond_mlp:
-      vectors_BxRxD = vectors_BxRxD + self.mlp.condition(cond_BxC)[:, None]
-    return vectors_BxRxD, state
+  def run_tier(self, tier_index: int, frames_BxTxN, cond_BxTxC, upper_BxTxD,
+               state, dropout_keys_B=None):
+    """Frame tier ``tier_index + 2`` (``FrameTier.__call__``) over T frames
+    of int samples (B, T, FS(k)), T = 1 in a generation step. cond_BxTxC:
+    the embedded condition per frame (``embed_condition``); upper_BxTxD:
+    the tier above's vectors, None at the top. Returns ((B, T r_k, dim)
+    vectors, new state)."""
+    with jax.named_scope(f"tier{tier_index + 2}"):  # names for profiles
+      return self.frame_tiers[tier_index](
+          audio.frame_input(frames_BxTxN, self.cfg.q_levels), cond_BxTxC,
+          upper_BxTxD, state, dropout_keys_B)
 
   @_in_matmul_precision
   def skip_term(self, tier_index: int, vectors_BxD):
@@ -637,17 +632,6 @@ class CSampleRNN(nnx.Module):
     (>= 3) adds to the MLP's input at each sample of the frame below that it
     conditions. (..., dim) -> (..., dim)."""
     return self.frame_tiers[tier_index].skip_term(vectors_BxD)
-
-  @_in_matmul_precision
-  def sample_logits(self, prev_BxF, c_BxD, tables_FxQxD=None):
-    """One sample of the MLP: previous FS(1) int samples and the tier-2
-    vector (B, dim) -> logits (B, Q). Pass ``tables_FxQxD`` (``mlp.tables()``,
-    computed once) in a generation loop so they are not rebuilt per sample."""
-    if tables_FxQxD is None:
-      features_BxD = self.mlp.features(prev_BxF)[:, 0]
-    else:
-      features_BxD = taps.taps_input(tables_FxQxD, prev_BxF)[:, 0]
-    return self.mlp.head(features_BxD, c_BxD)
 
 
 def fold_weight_norm(graphdef, params):

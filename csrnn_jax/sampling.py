@@ -197,7 +197,8 @@ class _Frame(NamedTuple):
   """Scan state inside one top frame, over R = B P pass rows: RNN states, the
   samples of the previous and the current top frame (R, 2 FS(K)), the running
   tap sums (FS(1), R, dim), and the log-probabilities of the current frame's
-  samples per output row (B, FS(K))."""
+  samples per output row (B, FS(K)), or of every level (B, FS(K), Q) when
+  teacher-forced."""
   carry: tuple
   buf_RxL2: jax.Array
   acc_FxRxD: jax.Array
@@ -208,13 +209,13 @@ class _Frame(NamedTuple):
 class _Context:
   """What the nested scans close over."""
   m: model_lib.CSampleRNN
-  tables_FxQxD: jax.Array
-  push_QxFxD: jax.Array
+  tables: sample_step.StepTables
   keys_B: jax.Array
   temperature_B: jax.Array
   scales_BxM: jax.Array  # guidance scale of each row's components
   options: "SamplingOptions"
   frame_start: jax.Array  # absolute index of the top frame's first sample
+  teacher_BxL: jax.Array | None  # the top frame's given samples, or None
 
   @property
   def passes(self) -> int:
@@ -226,14 +227,24 @@ class _Context:
       return values_RxX
     return guide(values_RxX, self.scales_BxM)
 
-  def head(self, features_BxD, c_BxD):
-    return self.m.mlp.head(features_BxD, c_BxD,
-                           pallas=self.options.backend == "pallas")
+
+def _tier_step(m: model_lib.CSampleRNN, tier_index: int, frame_RxN, cond_RxC,
+               upper_RxD, state):
+  """Frame tier ``tier_index + 2`` over one frame (``CSampleRNN.run_tier``
+  with T = 1): its (R, r, dim) vectors as the level below reads them (tier
+  2's with the condition's own term, ``cond_mlp``) and its new state."""
+  cond_Rx1xC = m.embed_condition(cond_RxC)[:, None]
+  vectors_RxRxD, state = m.run_tier(
+      tier_index, frame_RxN[:, None], cond_Rx1xC,
+      None if upper_RxD is None else upper_RxD[:, None], state)
+  if tier_index == 0 and m.cfg.cond_mlp:
+    vectors_RxRxD = vectors_RxRxD + m.mlp.condition(cond_Rx1xC)
+  return vectors_RxRxD, state
 
 
 def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
   """Innermost scan: one sample per tier-2 vector, starting at ``base``."""
-  lookback, fs1 = ctx.m.cfg.lookback, ctx.m.cfg.frame_sizes[0]
+  mlp, lookback, fs1 = ctx.m.mlp, ctx.m.cfg.lookback, ctx.m.cfg.frame_sizes[0]
 
   def body(state, xs):
     j, c_RxD = xs
@@ -241,22 +252,28 @@ def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
     if ctx.options.backend == "scan":
       prev_RxF = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
                                               lookback + pos - fs1, fs1, 1)
-      features_RxD = sample_step.scan_features(ctx.tables_FxQxD, prev_RxF)
+      features_RxD = mlp.features(prev_RxF, ctx.tables.taps_FxQxD)[:, 0]
     else:
       features_RxD = state.acc_FxRxD[0]
+    pallas = ctx.options.backend == "pallas"
     if ctx.options.guide == "cond_vectors":  # the passes share the samples
-      logits_BxQ = ctx.head(features_RxD[::ctx.passes], ctx.guided(c_RxD))
+      logits_BxQ = mlp.head(features_RxD[::ctx.passes], ctx.guided(c_RxD),
+                            pallas=pallas)
     else:
-      logits_BxQ = ctx.guided(ctx.head(features_RxD, c_RxD))
-    step_keys = jax.vmap(jax.random.fold_in, (0, None))(
-        ctx.keys_B, ctx.frame_start + pos)
-    x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options)
-    logp_Bx1 = jnp.take_along_axis(jax.nn.log_softmax(logits_BxQ, axis=-1),
-                                   x_B[:, None], 1)
+      logits_BxQ = ctx.guided(mlp.head(features_RxD, c_RxD, pallas=pallas))
+    logp_BxQ = jax.nn.log_softmax(logits_BxQ, axis=-1)
+    if ctx.teacher_BxL is None:
+      step_keys = jax.vmap(jax.random.fold_in, (0, None))(
+          ctx.keys_B, ctx.frame_start + pos)
+      x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options)
+      logp_Bx1 = jnp.take_along_axis(logp_BxQ, x_B[:, None], 1)
+    else:
+      x_B = jax.lax.dynamic_index_in_dim(ctx.teacher_BxL, pos, 1, False)
+      logp_Bx1 = logp_BxQ[:, None]
     x_R = jnp.repeat(x_B, ctx.passes)  # every pass continues the same audio
     acc = state.acc_FxRxD
     if ctx.options.backend != "scan":
-      acc = sample_step.push(ctx.push_QxFxD, acc, x_R)
+      acc = mlp.push_sample(ctx.tables, acc, x_R)
     return state._replace(
         buf_RxL2=jax.lax.dynamic_update_slice_in_dim(
             state.buf_RxL2, x_R[:, None], lookback + pos, 1),
@@ -286,8 +303,8 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
     pos = base + j * n
     frame_RxN = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
                                              lookback + pos - n, n, 1)
-    vectors, h = m.frame_step(tier_index, frame_RxN, cond_RxC, upper_RxD,
-                              state.carry[tier_index])
+    vectors, h = _tier_step(m, tier_index, frame_RxN, cond_RxC, upper_RxD,
+                            state.carry[tier_index])
     carry = state.carry[:tier_index] + (h,) + state.carry[tier_index + 1:]
     skip = skip_RxD
     if m.cfg.skip_conn:  # upper_RxD is a vector of a tier >= 3
@@ -301,7 +318,8 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
 
 
 def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
-                     scales_BxMxF, start_index, options: SamplingOptions):
+                     scales_BxMxF, start_index, options: SamplingOptions,
+                     teacher_BxS=None):
   """F = cond_BxMxFxC.shape[2] top frames of audio after ``state``.
 
   cond_BxMxFxC: each row's M condition components per top frame (M = 1
@@ -310,36 +328,44 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
   Returns (state, samples_BxS with S = F * FS(K), logp_BxS: each sample's
   log-probability under the untempered, guided model). ``start_index`` is
   the absolute index of the first sample (for the per-sample keys).
+
+  teacher_BxS: teacher forcing, int levels (B, S) fed in place of the drawn
+  samples (keys, temperatures and filters unused); the samples returned are
+  these, and logp is that of every level at each position, (B, S, Q).
   """
   lookback, fs1 = m.cfg.lookback, m.cfg.frame_sizes[0]
   top = len(m.frame_tiers) - 1
-  tables_FxQxD = m.mlp.tables()
+  tables = m.mlp.step_tables()
   cond_RxFxC = pass_conditions(m, cond_BxMxFxC, options.guided)
-  b, r = keys_B.shape[0], cond_RxFxC.shape[0]
+  b, r, n_frames = keys_B.shape[0], cond_RxFxC.shape[0], cond_RxFxC.shape[1]
+  logp_shape = (b, lookback) + (() if teacher_BxS is None
+                                else (m.cfg.q_levels,))
 
   def top_frame(gen, xs):
     carry, last_RxL, acc_FxRxD = gen
-    f, cond_RxC, scales_BxM = xs
-    vectors, h = m.frame_step(top, last_RxL, cond_RxC, None, carry[top])
-    ctx = _Context(m, tables_FxQxD, push_QxFxD, keys_B, temperature_B,
-                   scales_BxM, options, start_index + f * lookback)
+    f, cond_RxC, scales_BxM, teacher_BxL = xs
+    vectors, h = _tier_step(m, top, last_RxL, cond_RxC, None, carry[top])
+    ctx = _Context(m, tables, keys_B, temperature_B, scales_BxM, options,
+                   start_index + f * lookback, teacher_BxL)
     frame = _Frame(
         carry[:top] + (h,),
         jnp.concatenate([last_RxL, jnp.zeros((r, lookback), jnp.int32)], 1),
-        acc_FxRxD, jnp.zeros((b, lookback)))
+        acc_FxRxD, jnp.zeros(logp_shape))
     frame = _run_below(ctx, top - 1, vectors, frame, 0, cond_RxC)
     frame_RxL = frame.buf_RxL2[:, lookback:]
     return ((frame.carry, frame_RxL, frame.acc_FxRxD),
             (frame_RxL[::r // b], frame.logp_BxL))
 
-  push_QxFxD = sample_step.push_tables(tables_FxQxD)
-  acc_FxRxD = sample_step.initial_sums(tables_FxQxD,
-                                       state.last_frame_BxL[:, -fs1:])
-  xs = (jnp.arange(cond_RxFxC.shape[1]), jnp.swapaxes(cond_RxFxC, 0, 1),
-        jnp.moveaxis(scales_BxMxF, 2, 0))
+  acc_FxRxD = m.mlp.running_sums(tables, state.last_frame_BxL[:, -fs1:])
+  teacher_FxBxL = None if teacher_BxS is None else jnp.swapaxes(
+      jnp.asarray(teacher_BxS, jnp.int32).reshape(b, n_frames, lookback), 0,
+      1)
+  xs = (jnp.arange(n_frames), jnp.swapaxes(cond_RxFxC, 0, 1),
+        jnp.moveaxis(scales_BxMxF, 2, 0), teacher_FxBxL)
   (carry, last, _), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
       top_frame, (state.carry, state.last_frame_BxL, acc_FxRxD), xs)
-  flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(b, -1)
+  flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(
+      (b, -1) + a_FxBxL.shape[3:])
   return GenState(carry, last), flat(frames_FxBxL), flat(logp_FxBxL)
 
 
@@ -414,10 +440,10 @@ class Generator:
                                   static_argnames=("start", "guided"))
 
   def _segment_impl(self, params, state, cond_BxMxFxC, keys_B, temperature_B,
-                    scales_BxMxF, start_index, options):
+                    scales_BxMxF, start_index, teacher_BxS, options):
     m = model_lib.bind(self.graphdef, params)
     return generate_segment(m, state, cond_BxMxFxC, keys_B, temperature_B,
-                            scales_BxMxF, start_index, options)
+                            scales_BxMxF, start_index, options, teacher_BxS)
 
   def _prime_impl(self, params, prime_BxP, cond_BxMxC, start, guided):
     """The state before the first sample, B P pass rows (B = cond rows)."""
@@ -518,11 +544,25 @@ class Generator:
     start_index: the absolute index of the first sample (for the per-sample
     keys). Returns (state, samples_BxS, logp_BxS), S = F FS(K), as
     ``generate_segment``."""
+    return self._run_segment(plan, state, index_F, keys_B, start_index, None)
+
+  def score(self, plan: Plan, state: GenState, index_F, teacher_BxS):
+    """Teacher forcing through the generation program: ``segment`` fed the
+    given samples ``teacher_BxS`` (B, F FS(K) int levels) in place of drawn
+    ones. Returns (state after them, logp_BxSxQ: the log-probability of
+    every level at each position under the untempered (guided) model, as
+    generation computes it; the given samples' are ``take_along_axis``)."""
+    state, _, logp_BxSxQ = self._run_segment(
+        plan, state, index_F, None, 0, jnp.asarray(teacher_BxS, jnp.int32))
+    return state, logp_BxSxQ
+
+  def _run_segment(self, plan: Plan, state, index_F, keys_B, start_index,
+                   teacher_BxS):
     cond_BxMxFxC, scales_BxMxF = plan.frames(index_F)
     return self._segment_program(
         self.params, state, cond_BxMxFxC,
         plan.keys_B if keys_B is None else keys_B, plan.temperature_B,
-        scales_BxMxF, start_index, options=plan.options)
+        scales_BxMxF, start_index, teacher_BxS, options=plan.options)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,

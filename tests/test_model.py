@@ -1,6 +1,6 @@
 """The model of docs/design.md §2: GRU and LSTM equations, tap tables,
-causality, TBPTT, generation steps, conditioning (and where it enters), skip
-connections, RNN dropout, config errors, jit."""
+causality, TBPTT, the generator's steps against the forward, conditioning
+(and where it enters), skip connections, RNN dropout, config errors, jit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 
 from csrnn_jax import audio
 from csrnn_jax import model as M
+from csrnn_jax import sampling
 from csrnn_jax.kernels import taps
 
 
@@ -208,37 +209,20 @@ def test_tbptt_two_windows_equal_one(n_rnn, cell):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def step_log_probs(m, x_BxW, cond_BxNxC):
-  """Runs the generation steps over a given sequence, sample by sample, the
-  way a generator does: tier k advances when t % FS(k) == 0, top down; with
-  skip connections every tier's current vector reaches the MLP."""
-  cfg = m.cfg
-  fs, lookback = cfg.frame_sizes, cfg.lookback
+def generator_log_probs(graphdef, params, x_BxW, cond_BxNxC):
+  """The production generator fed x_BxW's samples after the first FS(K)
+  (teacher forcing, ``Generator.score``), from the state a window starts
+  in: h0, and those FS(K) samples as the frame before. Returns every level's
+  log-probability at each position, (B, W - FS(K), Q), as ``forward``."""
+  gen = sampling.Generator(graphdef, params)
+  lookback = gen.cfg.lookback
   b, w = x_BxW.shape
-  carry = list(m.initial_carry(b))
-  n_tiers = len(m.frame_tiers)
-  vectors = [None] * n_tiers  # latest upsampled output of each frame tier
-  out = []
-  frame_step = jax.jit(m.frame_step, static_argnums=0)
-  sample_logits = jax.jit(m.sample_logits)
-  for t in range(w - lookback):
-    p = lookback + t
-    cond_BxC = cond_BxNxC[:, t // lookback]
-    for i in reversed(range(n_tiers)):
-      n = fs[i + 1]
-      if t % n == 0:
-        if i == n_tiers - 1:
-          upper = None
-        else:
-          upper = vectors[i + 1][:, (t % fs[i + 2]) // n]
-        vectors[i], carry[i] = frame_step(i, x_BxW[:, p - n:p], cond_BxC,
-                                          upper, carry[i])
-    c_BxD = vectors[0][:, t % fs[1]]
-    for i in range(1, n_tiers if cfg.skip_conn else 1):
-      c_BxD = c_BxD + m.skip_term(i, vectors[i][:, (t % fs[i + 1]) // fs[i]])
-    logits = sample_logits(x_BxW[:, p - fs[0]:p], c_BxD)
-    out.append(jax.nn.log_softmax(logits))
-  return jnp.stack(out, axis=1)
+  plan = gen.plan(cond_BxNxC, np.arange(b), w - lookback)
+  start = sampling.GenState(M.bind(graphdef, params).initial_carry(b),
+                            jnp.asarray(x_BxW[:, :lookback], jnp.int32))
+  _, logp_BxTxQ = gen.score(plan, start, np.arange(plan.n_frames),
+                            x_BxW[:, lookback:])
+  return logp_BxTxQ
 
 
 @pytest.mark.parametrize("cond_dim,n_rnn,frame_sizes,options",
@@ -262,7 +246,7 @@ def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes, options):
   cond = jax.random.normal(jax.random.key(5), (2, t_len // lookback, cond_dim))
   logits, _ = m.forward(x, cond if cond_dim else None, m.initial_carry(2))
   expected = jax.nn.log_softmax(logits)
-  got = step_log_probs(m, x, cond)
+  got = generator_log_probs(graphdef, params, x, cond)
   np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -462,8 +446,7 @@ def test_cond_embedding_is_the_plain_model_fed_the_embedded_condition(
 def test_generator_follows_forward_with_condition_options():
   """The compiled generator (weight norm folded) computes the training
   forward's log-probabilities for its own samples: the options are wired
-  into ``frame_step``, which every inner-step backend shares."""
-  from csrnn_jax import sampling  # pylint: disable=import-outside-toplevel
+  into the tiers' one definition, which every inner-step backend shares."""
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3,
                       cond_embed_dim=4, cond_mlp=True)
   graphdef, params = make(cfg)

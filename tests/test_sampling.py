@@ -383,6 +383,31 @@ def test_guidance_errors(guided_generator):
                  guidance=np.inf)
 
 
+@pytest.mark.parametrize("guide", ["off", "cond_vectors"])
+def test_teacher_forcing_scores_what_generation_drew(guided_generator, guide):
+  """``score`` fed a generated sequence gives each sample the
+  log-probability generation gave it (the same program, given samples in
+  place of drawn ones), with or without guidance, and leaves the state that
+  generating further starts from."""
+  _, _, gen = guided_generator
+  cond, seeds = np.eye(3)[[0, 2]], [5, 6]
+  options = sampling.SamplingOptions(guide=guide)
+  guidance = 1.0 if guide == "off" else [2.0, 0.5]
+  x, logp = gen.generate(cond, seeds, 64, options=options, guidance=guidance)
+  plan = gen.plan(cond, seeds, 32, options=options, guidance=guidance)
+  state, logp_BxSxQ = gen.score(plan, gen.prime(plan), np.arange(2),
+                                x[:, :32])
+  assert logp_BxSxQ.shape == (2, 32, 256)
+  np.testing.assert_allclose(
+      np.take_along_axis(logp_BxSxQ, x[:, :32, None], -1)[..., 0],
+      logp[:, :32], rtol=0, atol=1e-6)
+  np.testing.assert_allclose(np.exp(logp_BxSxQ).sum(-1), 1.0, atol=1e-5)
+  _, rest_BxS, rest_logp_BxS = gen.segment(plan, state, np.arange(2, 4),
+                                           start_index=32)
+  np.testing.assert_array_equal(rest_BxS, x[:, 32:])
+  np.testing.assert_allclose(rest_logp_BxS, logp[:, 32:], rtol=0, atol=1e-6)
+
+
 def test_guided_generation_sharded_equals_one_device(guided_generator):
   graphdef, params, gen = guided_generator
   cond, guidance = np.eye(3)[[0, 1, 1]], [1.0, 2.0, 0.5]

@@ -18,7 +18,7 @@ torch = pytest.importorskip(
     "torch", reason="the PyTorch interop tests need torch: "
     "pip install -e '.[torch]' in the checkout (or pip install torch==2.13.0)")
 
-from test_model import step_log_probs  # noqa: E402
+from test_model import generator_log_probs  # noqa: E402
 
 from csrnn_jax import checkpoint  # noqa: E402
 from csrnn_jax import model as M  # noqa: E402
@@ -49,10 +49,15 @@ def random_params(cfg, seed):
       M.abstract(cfg)[1])
 
 
-def imported(state_dict):
+def imported_params(state_dict):
+  """(graphdef, params) of the imported checkpoint."""
   cfg = TI.model_config(TI.infer_hyperparameters(state_dict))
   graphdef, _ = M.abstract(cfg)
-  return M.bind(graphdef, TI.params_from_torch(state_dict, cfg))
+  return graphdef, TI.params_from_torch(state_dict, cfg)
+
+
+def imported(state_dict):
+  return M.bind(*imported_params(state_dict))
 
 
 def inputs(lookback, t_len, nb_classes, batch=2, seed=0):
@@ -106,8 +111,8 @@ def test_generation_steps_match_reference_generator(ratios, n_rnn, nb_classes,
                                                     weight_norm, learn_h0):
   predictor, state_dict = reference(ratios, n_rnn, nb_classes, weight_norm,
                                     learn_h0)
-  m = imported(state_dict)
-  lookback = m.cfg.lookback
+  graphdef, params = imported_params(state_dict)
+  lookback = M.bind(graphdef, params).cfg.lookback
   x_BxW, cond_BxC = inputs(lookback, 2 * lookback, nb_classes)
   expected = R.generate_log_probs(predictor, torch.from_numpy(x_BxW),
                                   torch_or_none(cond_BxC)).numpy()
@@ -118,8 +123,9 @@ def test_generation_steps_match_reference_generator(ratios, n_rnn, nb_classes,
   np.testing.assert_allclose(expected, forward, atol=1e-10)
   cond_BxNxC = np.zeros((2, 2, nb_classes)) if cond_BxC is None else (
       np.repeat(cond_BxC[:, None], 2, axis=1))
-  got = step_log_probs(m, jnp.asarray(x_BxW), jnp.asarray(cond_BxNxC,
-                                                          jnp.float32))
+  # The production generator, teacher-forced on the same sequences.
+  got = generator_log_probs(graphdef, params, jnp.asarray(x_BxW),
+                            jnp.asarray(cond_BxNxC, jnp.float32))
   np.testing.assert_allclose(got, expected, atol=1e-4)
 
 

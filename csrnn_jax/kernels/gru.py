@@ -163,17 +163,22 @@ def gru_sequence(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
                  backend: str = "fused", compute_dtype: str = "float32"):
   """One GRU layer over a sequence: returns (h_BxTxH, h_last_BxH).
   ``compute_dtype``: the matmuls' operands, forward and backward
-  (``numerics``)."""
+  (``numerics``). One step (T = 1, a generation step) is the cell itself,
+  whatever the backend: no loop to run."""
+  if backend not in BACKENDS:
+    raise ValueError(f"GRU backend {backend!r} is unknown; allowed values: "
+                     f"{', '.join(BACKENDS)}")
+  if x_BxTxD.shape[1] == 1:
+    h_BxH = gru_cell(x_BxTxD[:, 0], h0_BxH, w_ih, w_hh, b_ih, b_hh,
+                     compute_dtype)
+    return h_BxH[:, None], h_BxH
   if backend == "scan":
     h_TxBxH = _scan_reference(x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh,
                               compute_dtype)
-  elif backend in ("fused", "pallas"):
+  else:  # fused, pallas
     xp_TxBx3H = jnp.swapaxes(dense(x_BxTxD, w_ih, compute_dtype) + b_ih, 0, 1)
     recurrence_fn = (_recurrence_pallas if backend == "pallas"
                      else _recurrence_scan)
     h_TxBxH = _fused(xp_TxBx3H, h0_BxH, w_hh, b_hh, recurrence_fn,
                      compute_dtype, numerics.ambient_precision())
-  else:
-    raise ValueError(f"GRU backend {backend!r} is unknown; allowed values: "
-                     f"{', '.join(BACKENDS)}")
   return jnp.swapaxes(h_TxBxH, 0, 1), h_TxBxH[-1]

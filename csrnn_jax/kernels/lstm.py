@@ -172,19 +172,24 @@ def lstm_sequence(x_BxTxD, state0, w_ih, w_hh, b_ih, b_hh,
                   backend: str = "fused", compute_dtype: str = "float32"):
   """One LSTM layer over a sequence from ``state0`` = (h0, c0), each (B, H):
   returns (h_BxTxH, (h_last_BxH, c_last_BxH)). ``compute_dtype``: the
-  matmuls' operands, forward and backward (``numerics``)."""
+  matmuls' operands, forward and backward (``numerics``). One step (T = 1,
+  a generation step) is the cell itself, whatever the backend."""
+  if backend not in BACKENDS:
+    raise ValueError(f"LSTM backend {backend!r} is unknown; allowed values: "
+                     f"{', '.join(BACKENDS)}")
+  if x_BxTxD.shape[1] == 1:
+    h_BxH, c_BxH = lstm_cell(x_BxTxD[:, 0], tuple(state0), w_ih, w_hh, b_ih,
+                             b_hh, compute_dtype)
+    return h_BxH[:, None], (h_BxH, c_BxH)
   if backend == "scan":
     h_TxBxH, c_TxBxH = _scan_reference(x_BxTxD, tuple(state0), w_ih, w_hh,
                                        b_ih, b_hh, compute_dtype)
     c_last_BxH = c_TxBxH[-1]
-  elif backend in ("fused", "pallas"):
+  else:  # fused, pallas
     xp_TxBx4H = jnp.swapaxes(dense(x_BxTxD, w_ih, compute_dtype) + b_ih, 0, 1)
     recurrence_fn = (_recurrence_pallas if backend == "pallas"
                      else _recurrence_scan)
     h_TxBxH, c_last_BxH = _fused(xp_TxBx4H, *state0, w_hh, b_hh,
                                  recurrence_fn, compute_dtype,
                                  numerics.ambient_precision())
-  else:
-    raise ValueError(f"LSTM backend {backend!r} is unknown; allowed values: "
-                     f"{', '.join(BACKENDS)}")
   return jnp.swapaxes(h_TxBxH, 0, 1), (h_TxBxH[-1], c_last_BxH)

@@ -1,5 +1,6 @@
 """The inner generation step: the sample-level MLP for one sample, given the
-tier-2 vector, with the tap-table input kept as running sums.
+tier-2 vector, with the tap-table input kept as running sums. ``SampleMLP``
+(``model.py``) runs these on its own weights; the generator calls it.
 
 Backends (the same function; ``scan`` is the reference):
 
@@ -18,6 +19,7 @@ Backends (the same function; ``scan`` is the reference):
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +27,6 @@ from jax.experimental import pallas as pl
 
 from csrnn_jax import numerics
 from csrnn_jax.kernels import pallas_gpu
-from csrnn_jax.kernels import taps
 from csrnn_jax.numerics import dense
 
 BACKENDS = ("scan", "fused", "pallas")
@@ -35,6 +36,13 @@ def check_backend(backend: str) -> None:
   if backend not in BACKENDS:
     raise ValueError(f"sample-step backend {backend!r} is unknown; allowed "
                      f"values: {', '.join(BACKENDS)}")
+
+
+class StepTables(NamedTuple):
+  """The input layer as one sample step reads it: the tap tables (FS1, Q,
+  dim) and their push layout (``push_tables``)."""
+  taps_FxQxD: jax.Array
+  push_QxFxD: jax.Array
 
 
 def push_tables(tables_FxQxD):
@@ -61,11 +69,6 @@ def push(push_QxFxD, acc_FxBxD, x_B):
   """Advance one position after drawing x_B: shift, add x's contributions."""
   shifted = jnp.concatenate([acc_FxBxD[1:], jnp.zeros_like(acc_FxBxD[:1])])
   return shifted + jnp.swapaxes(push_QxFxD[x_B], 0, 1)
-
-
-def scan_features(tables_FxQxD, prev_BxF):
-  """Reference input of one sample from its FS1 previous samples: (B, dim)."""
-  return taps.taps_input(tables_FxQxD, prev_BxF)[:, 0]
 
 
 def head_jnp(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
