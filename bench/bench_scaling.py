@@ -33,7 +33,7 @@ from run import machine  # bench/run.py, beside this file
 def compiled_chunk_batch(cfg, batch_size, n_windows, seq_len, mesh):
   """(compile s, run) where run() trains on one chunk batch and returns its
   wall time (random audio; the state is carried from call to call)."""
-  train_cfg = configlib.base_config().train
+  train_cfg = configlib.TrainConfig()
   graphdef, params = model_lib.build(cfg, 0)
   tx = trainer.make_optimizer(train_cfg)
   opt_state = tx.init(params)

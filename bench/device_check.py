@@ -210,7 +210,7 @@ def part_train(results: Results, small: bool) -> None:
   import jax.numpy as jnp
   from csrnn_jax import configlib, model as M, trainer
   sizes = _sizes(small)
-  train_cfg = configlib.base_config().train
+  train_cfg = configlib.TrainConfig()
   b, n = sizes["batch"], sizes["windows"]
   for backend, precision, dtype in TRAIN_CASES:
     cfg = _model_config(sizes, gru_backend=backend, matmul_precision=precision,

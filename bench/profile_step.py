@@ -24,9 +24,9 @@ import tempfile
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
+from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
 from csrnn_jax import trainer
 
@@ -38,9 +38,7 @@ CONTAINERS = ("while", "conditional", "call", "ThunkExecutor", "$")
 
 def compiled_step(cfg, batch):
   graphdef, params = model_lib.build(cfg, 0)
-  tx = trainer.make_optimizer(ml_collections.ConfigDict(dict(
-      lr_schedule="constant", learning_rate=1e-3, clip="value",
-      clip_value=1.0)))
+  tx = trainer.make_optimizer(configlib.TrainConfig())  # Adam 1e-3, clip 1
   opt_state = tx.init(params)
   rng = np.random.default_rng(0)
   args = (rng.integers(0, cfg.q_levels,

@@ -70,15 +70,13 @@ def jax_config(name, dtype):
 
 def jax_train(name, batch, dtype, n_windows):
   import jax
-  import ml_collections
+  from csrnn_jax import configlib
   import numpy as np
   from csrnn_jax import model as model_lib
   from csrnn_jax import trainer
   cfg = jax_config(name, dtype)
   graphdef, params = model_lib.build(cfg, 0)
-  tx = trainer.make_optimizer(ml_collections.ConfigDict(dict(
-      lr_schedule="constant", learning_rate=1e-3, clip="value",
-      clip_value=1.0)))
+  tx = trainer.make_optimizer(configlib.TrainConfig())  # Adam 1e-3, clip 1
   opt_state = tx.init(params)
   rng = np.random.default_rng(0)
   args = (rng.integers(0, 256, (n_windows, batch, cfg.lookback + SEQ_LEN),

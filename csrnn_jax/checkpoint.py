@@ -242,7 +242,7 @@ def load_run(workdir: str, step=None):
   """(config, model_config, graphdef, params, step) of a run's checkpoint
   (``step`` as in ``Checkpointer.resolve``); the config gives the shapes."""
   config = rundir.read_config(workdir)
-  mcfg = configlib.model_config(config)
+  mcfg = config.model
   graphdef, params_like = model_lib.abstract(mcfg)
   ckpt = Checkpointer(workdir)
   try:

@@ -1,16 +1,17 @@
-"""Every config key with its default and the comment beside it in
-``configlib.base_config`` (the one place keys are documented), for
-``train.py --help``.
+"""Every config key with its default and the comment beside its field in
+the config dataclasses (``configlib.RunConfig`` and its sections, the one
+place keys are declared and documented), for ``train.py --help``.
 
-The comments are read from configlib's source: a key's line comment, plus
-the comment-only lines under it (a comment that continues); a section's
-text is the comment-only lines above its ``c.<section> = ...``.
+The comments are read from the dataclasses' source: a field's line comment,
+plus the comment-only lines under it (a comment that continues); a section's
+text is its class docstring.
 """
 from __future__ import annotations
 
 import ast
 import inspect
 import io
+import textwrap
 import tokenize
 
 from csrnn_jax import configlib
@@ -45,25 +46,26 @@ def _doc_above(comments, line: int) -> str:
   return " ".join(parts)
 
 
-def key_docs() -> tuple[dict[str, str], dict[str, str]]:
-  """({dotted key: its comment}, {section: the comment above it})."""
-  source = inspect.getsource(configlib.base_config)
+def _field_docs(cls) -> dict[str, str]:
+  """{field: its comment} of a dataclass, in declaration order."""
+  source = textwrap.dedent(inspect.getsource(cls))
   comments = _comments(source)
+  return {node.target.id: _doc_at(comments, node.end_lineno)
+          for node in ast.parse(source).body[0].body
+          if isinstance(node, ast.AnnAssign)}
+
+
+def key_docs() -> tuple[dict[str, str], dict[str, str]]:
+  """({dotted key: its comment}, {section: its class docstring})."""
   keys, sections = {}, {}
-  for node in ast.walk(ast.parse(source)):
-    if not (isinstance(node, ast.Assign)
-            and isinstance(node.targets[0], ast.Attribute)):
+  for name, doc in _field_docs(configlib.RunConfig).items():
+    section = configlib.SECTIONS.get(name)
+    if section is None:
+      keys[name] = doc
       continue
-    name = node.targets[0].attr
-    value = node.value
-    fields = (value.args[0].keywords if isinstance(value, ast.Call)
-              and value.args and isinstance(value.args[0], ast.Call) else None)
-    if fields is None:
-      keys[name] = _doc_at(comments, node.end_lineno)
-      continue
-    sections[name] = _doc_above(comments, node.lineno)
-    for field in fields:
-      keys[f"{name}.{field.arg}"] = _doc_at(comments, field.value.end_lineno)
+    sections[name] = " ".join(inspect.getdoc(section).split())
+    for field, field_doc in _field_docs(section).items():
+      keys[f"{name}.{field}"] = field_doc
   return keys, sections
 
 

@@ -1,120 +1,130 @@
-"""Run configuration: the full set of keys, their defaults, and checks.
+"""Run configuration: one set of keys and defaults, the frozen ``RunConfig``
+dataclasses (``ModelConfig`` and the sections here), which also document
+every key (``train.py --help`` lists their comments).
 
-Every config file in ``configs/`` starts from ``base_config()`` and overrides
-values; a key that is not here is an error (a typo must not be ignored), and so
-is a value of the wrong type; both are one-line ``ConfigError``s naming the
-key (with the nearest known key for a typo), as is a bad command-line
-override (``check_override``). ``model_config`` turns the ``model`` section
-into the frozen ``ModelConfig`` the model is built from.
+Config files in ``configs/`` start from ``base_config()``, the defaults as an
+ml_collections ConfigDict, and override values, as do --config.KEY=VALUE
+flags. ``resolve`` converts that, once, into the RunConfig the library works
+on, checked against its dataset. A key that does not exist is an error (a
+typo must not be ignored), and so is a value of the wrong type; both are
+one-line ``ConfigError``s naming the key (with the nearest known key for a
+typo), as is a bad command-line override (``check_override``).
 """
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import json
+import os
 
 import ml_collections
 
+from csrnn_jax import dataset
 from csrnn_jax.model import ModelConfig
 
 
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the audio comes from."""
+  dataset_dir: str = ""  # a folder written by csrnn-prepare
+  sample_rate: int = 16000  # must match the dataset's
+  class_names: tuple[str, ...] = ()  # filled from the dataset manifest when
+                                     # empty
+  cond_names: tuple[str, ...] = ()  # names of the condition vector's entries
+                                    # (vector labels)
+  prefetch: int = 2  # batches read ahead in a thread; 0: none
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The optimiser, its schedule, and how often to evaluate and save."""
+  batch_size: int = 128  # chunks per batch, over all devices
+  seq_len: int = 1024  # TBPTT window (samples); one Adam step per window
+  num_steps: int = 100_000  # Adam steps; training stops at the first
+                            # chunk-batch boundary at or after this
+  learning_rate: float = 1e-3  # Adam's (the schedules' peak)
+  lr_schedule: str = "constant"  # constant | cosine | exponential | plateau
+  warmup_steps: int = 0  # cosine: linear warmup from 0
+  lr_decay_steps: int = 10_000  # exponential: lr * rate^((step - begin) /
+                                # steps)
+  lr_decay_rate: float = 0.5  # exponential: factor per lr_decay_steps
+  lr_decay_begin: int = 0  # exponential: constant until this step
+  lr_plateau_factor: float = 0.5  # plateau: the lr's scale at each plateau
+  lr_plateau_patience: int = 5  # plateau: averages without improvement
+  lr_plateau_steps: int = 100  # plateau: steps per averaged training loss
+  early_stop_patience: int = 0  # evaluations without a better valid NLL;
+                                # 0 = off
+  early_stop_min_delta: float = 0.0  # bits: a smaller gain is no improvement
+  clip: str = "value"  # value (element-wise, the reference) | global_norm |
+                       # none
+  clip_value: float = 1.0  # the bound of train.clip
+  cond_dropout: float = 0.0  # share of chunks trained with the null condition
+  input_noise: float = 0.0  # share of input samples moved by a random error
+  input_noise_levels: int = 2  # the error: an integer in [-k, k] \ {0} levels
+  scan_windows: bool = True  # all windows of a chunk batch in one dispatch
+  eval_every: int = 1000  # steps; validation over the whole valid split
+  eval_batch_size: int = 32  # chunks per validation batch
+  checkpoint_every: int = 1000  # steps
+  keep_checkpoints: int = 3  # the latest (beside the best and sampled)
+  sample_every: int = 0  # steps; 0 = no periodic samples
+  sample_seconds: float = 2.0  # length of each periodic sample
+  tensorboard: bool = True  # when tensorboardX is installed
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """What sample.py does by default for this run (its flags override these):
+  a recipe records the sampling settings it was measured with."""
+  temperature: float = 1.0  # > 0; 1 = the model's distribution
+  guidance: float = 1.0  # classifier-free guidance scale; 1 = off
+  guide: str = "logits"  # where guidance applies: logits | cond_vectors
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1 = off
+  min_p: float = 0.0  # 0 = off
+  typical_p: float = 1.0  # 1 = off
+  crash_guard: bool = False  # rewind and redraw a row that crashes
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """One run: what the library works on, frozen and resolved against its
+  dataset (``resolve``). The defaults are the paper's model and training
+  (``PAPER``), except its schedule."""
+  name: str = "run"  # shown in reports
+  seed: int = 0  # initialisation, data order, noise
+  workdir: str = ""  # default: runs/<name>
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+            "sample": SampleConfig}
+# model.cond_dim in a config file: take the condition's length from the data.
+FROM_DATASET = -1
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Every key a run understands, with its default."""
-  c = ml_collections.ConfigDict()
-  c.name = "run"  # shown in reports
-  c.seed = 0  # initialisation, data order, noise
-  c.workdir = ""  # default: runs/<name>
-  c.model = ml_collections.ConfigDict(dict(
-      frame_sizes=(16, 16, 64),  # (FS(1), ..., FS(K)) in samples, bottom first
-      dim=1024,  # units of each frame tier's RNN and of the MLP
-      n_rnn=1,  # RNN layers per frame tier
-      q_levels=256,  # Q: quantisation levels (the softmax's size)
-      cond_dim=-1,  # -1: from the dataset (number of classes / vector length)
-      weight_norm=True,  # weight norm on the layers (the reference's)
-      learn_h0=True,  # the RNNs' initial state is learned, else zeros
-      quantization="linear",  # linear | mu-law | linear-minmax
-      sample_input="taps",  # taps | conv (the plain reference)
-      gru_backend="auto",  # auto | scan (the reference) | fused | pallas
-      cell="gru",  # the frame tiers' RNN: gru (the reference) | lstm
-      lstm_forget_bias=0.0,  # initial forget-gate bias of LSTM cells, e.g. 3
-      skip_conn=False,  # every frame tier's output also reaches the MLP
-      rnn_dropout=0.0,  # dropout on each RNN layer's outputs, training only
-      null_cond="zeros",  # zeros | learned: the condition of "no condition"
-      cond_mlp=False,  # the condition also enters the sample-level MLP
-      cond_embed_dim=0,  # > 0: a learned linear condition embedding (no bias)
-      preemphasis=0.0,  # noise shaping filter coefficient in [0, 1), e.g. 0.85
-      compute_dtype="float32",  # matmul operands: float32 | bfloat16 (mixed)
-      matmul_precision="highest",  # highest (float32) | high | default (TF32)
-  ))
-  c.data = ml_collections.ConfigDict(dict(
-      dataset_dir="",  # a folder written by csrnn-prepare
-      sample_rate=16000,  # must match the dataset's
-      class_names=(),  # filled from the dataset manifest when empty
-      cond_names=(),  # names of the condition vector's entries (vector labels)
-      prefetch=2,  # batches read ahead in a thread; 0: none
-  ))
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=128,  # chunks per batch, over all devices
-      seq_len=1024,  # TBPTT window (samples); one Adam step per window
-      num_steps=100_000,  # Adam steps; training stops at the first chunk-batch
-                          # boundary at or after this
-      learning_rate=1e-3,  # Adam's (the schedules' peak)
-      lr_schedule="constant",  # constant | cosine | exponential | plateau
-      warmup_steps=0,  # cosine: linear warmup from 0
-      lr_decay_steps=10_000,  # exponential: lr * rate^((step - begin) / steps)
-      lr_decay_rate=0.5,  # exponential: factor per lr_decay_steps
-      lr_decay_begin=0,  # exponential: constant until this step
-      lr_plateau_factor=0.5,  # plateau: the lr's scale at each plateau
-      lr_plateau_patience=5,  # plateau: averages without improvement
-      lr_plateau_steps=100,  # plateau: steps per averaged training loss
-      early_stop_patience=0,  # evaluations without a better valid NLL; 0 = off
-      early_stop_min_delta=0.0,  # bits: a smaller gain is no improvement
-      clip="value",  # value (element-wise, the reference) | global_norm | none
-      clip_value=1.0,  # the bound of train.clip
-      cond_dropout=0.0,  # share of chunks trained with the null condition
-      input_noise=0.0,  # share of input samples moved by a random error
-      input_noise_levels=2,  # the error: an integer in [-k, k] \ {0} levels
-      scan_windows=True,  # all windows of a chunk batch in one dispatch
-      eval_every=1000,  # steps; validation over the whole valid split
-      eval_batch_size=32,  # chunks per validation batch
-      checkpoint_every=1000,  # steps
-      keep_checkpoints=3,  # the latest (beside the best and sampled)
-      sample_every=0,  # steps; 0 = no periodic samples
-      sample_seconds=2.0,  # length of each periodic sample
-      tensorboard=True,  # when tensorboardX is installed
-  ))
-  # What sample.py does by default for this run (its flags override these):
-  # a recipe records the sampling settings it was measured with.
-  c.sample = ml_collections.ConfigDict(dict(
-      temperature=1.0,  # > 0; 1 = the model's distribution
-      guidance=1.0,  # classifier-free guidance scale; 1 = off
-      guide="logits",  # where guidance applies: logits | cond_vectors
-      top_k=0,  # 0 = off
-      top_p=1.0,  # 1 = off
-      min_p=0.0,  # 0 = off
-      typical_p=1.0,  # 1 = off
-      crash_guard=False,  # rewind and redraw a row that crashes
-  ))
+  """Every key a run understands, with its default (``RunConfig``'s), as the
+  ConfigDict that config files and --config.KEY=VALUE flags edit."""
+  c = ml_collections.ConfigDict(dataclasses.asdict(RunConfig()))
+  c.model.cond_dim = FROM_DATASET
   return c
 
 
 def paper_config(name: str) -> ml_collections.ConfigDict:
-  """The paper's model and training (shared by its experiments): 3 tiers,
-  frame sizes (16, 16, 64), 1 GRU layer of 1024, Q = 256, batch 128, TBPTT
-  windows of 1024, Adam lr 1e-3 after element-wise clipping."""
+  """The paper's preset, shared by its experiments: the default model and
+  training (3 tiers, frame sizes (16, 16, 64), 1 GRU layer of 1024, Q = 256,
+  batch 128, TBPTT windows of 1024, Adam lr 1e-3 after element-wise
+  clipping) on data/<name>, with its schedule of steps, validations and
+  samples."""
   config = base_config()
   config.name = name
-  config.model.frame_sizes = (16, 16, 64)
-  config.model.dim = 1024
-  config.model.n_rnn = 1
-  config.model.q_levels = 256
   config.data.dataset_dir = f"data/{name}"
-  config.train.batch_size = 128
-  config.train.seq_len = 1024
-  config.train.learning_rate = 1e-3
   config.train.num_steps = 250_000
   config.train.eval_every = 2_500
-  config.train.checkpoint_every = 1_000
   config.train.sample_every = 10_000
   return config
 
@@ -211,28 +221,94 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming an unknown key or a mistyped value; checks the
   model section by building its ModelConfig. Returns the config."""
   _check_keys(config, base_config())
-  model_config(config, cond_dim=max(config.model.cond_dim, 0))
+  values = config.to_dict()
+  values["model"]["cond_dim"] = max(values["model"]["cond_dim"], 0)
+  from_dict(values)
   return config
 
 
-def model_config(config, cond_dim: int | None = None) -> ModelConfig:
-  """The ModelConfig of a run config; ``cond_dim`` fills in a -1 (from data)."""
-  fields = dict(config.model)
-  if fields["cond_dim"] < 0:
-    if cond_dim is None:
-      raise ValueError("model.cond_dim=-1 (from the dataset) needs the dataset")
-    fields["cond_dim"] = cond_dim
-  fields["frame_sizes"] = tuple(int(f) for f in fields["frame_sizes"])
-  return ModelConfig(**fields)
+def from_dict(values: dict) -> RunConfig:
+  """The RunConfig of nested plain values (missing keys: the defaults; lists
+  become tuples)."""
+  def build(cls, fields: dict):
+    return cls(**{
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in fields.items()})
+  return RunConfig(**{
+      name: build(SECTIONS[name], value) if name in SECTIONS else value
+      for name, value in values.items()})
 
 
-def to_json(config) -> str:
-  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+def _check_dataset(config, manifest: dict) -> None:
+  data, where = config.data, config.data.dataset_dir
+  if config.model.cond_dim not in (FROM_DATASET, manifest["cond_dim"]):
+    raise ConfigError(
+        f"model.cond_dim={config.model.cond_dim} but the dataset {where} has "
+        f"condition vectors of length {manifest['cond_dim']}; set "
+        f"model.cond_dim={manifest['cond_dim']} (or {FROM_DATASET})")
+  if data.sample_rate != manifest["sample_rate"]:
+    raise ConfigError(
+        f"data.sample_rate={data.sample_rate} but the dataset {where} is at "
+        f"{manifest['sample_rate']} Hz; set data.sample_rate="
+        f"{manifest['sample_rate']} or prepare it again with --sample-rate "
+        f"{data.sample_rate}")
+  if data.class_names and set(data.class_names) != set(
+      manifest["class_names"]):
+    raise ConfigError(
+        f"data.class_names={list(data.class_names)} but the dataset {where} "
+        f"has classes {list(manifest['class_names'])}; fix the config (or "
+        "leave data.class_names empty to take the dataset's)")
 
 
-def from_json(text: str) -> ml_collections.ConfigDict:
-  """The resolved config saved in a run directory, back as a ConfigDict."""
-  config = base_config()
-  config.update(ml_collections.ConfigDict(json.loads(text)))
-  config.model.frame_sizes = tuple(config.model.frame_sizes)
-  return config
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+  """The frozen RunConfig of a config file's ConfigDict (with its
+  --config.KEY=VALUE overrides), checked and resolved against the dataset
+  in ``data.dataset_dir``: the condition's length (``model.cond_dim = -1``)
+  and the class names' one-hot order come from its manifest, and the folder
+  becomes absolute so that evaluate and sample.py find it from anywhere.
+  The one conversion: everything past the command line works on the
+  RunConfig."""
+  validate(config)
+  if not config.data.dataset_dir:
+    raise ConfigError("data.dataset_dir is not set: give "
+                      "--config.data.dataset_dir=DATA, a folder written by "
+                      "csrnn-prepare")
+  manifest = dataset.read_manifest(config.data.dataset_dir)
+  _check_dataset(config, manifest)
+  values = config.to_dict()
+  values["model"]["cond_dim"] = manifest["cond_dim"]
+  values["data"].update(class_names=manifest["class_names"],
+                        dataset_dir=os.path.abspath(config.data.dataset_dir))
+  return from_dict(values)
+
+
+def replace(config: RunConfig, **changes) -> RunConfig:
+  """``config`` with dotted keys changed: ``replace(c, **{"data.dataset_dir":
+  d})``."""
+  values = dataclasses.asdict(config)
+  for dotted, value in changes.items():
+    *sections, key = dotted.split(".")
+    fields = values
+    for section in sections:
+      fields = fields[section]
+    if key not in fields:
+      raise _unknown_key(dotted)
+    fields[key] = value
+  return from_dict(values)
+
+
+def lookup(config: RunConfig, dotted: str):
+  """The value at a dotted key (a section as a dict)."""
+  for part in dotted.split("."):
+    config = getattr(config, part)
+  return (dataclasses.asdict(config) if dataclasses.is_dataclass(config)
+          else config)
+
+
+def to_json(config: RunConfig) -> str:
+  return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> RunConfig:
+  """A run directory's config.json, back as the RunConfig it was."""
+  return from_dict(json.loads(text))

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from csrnn_jax import checkpoint as checkpoint_lib
+from csrnn_jax import configlib
 from csrnn_jax import data as data_lib
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
@@ -113,7 +114,8 @@ def on_dataset(config, workdir: str, dataset_dir: str | None = None,
   one it was trained on), once that dataset's manifest is shown to be the
   one the run recorded (``provenance.DatasetChanged`` if not)."""
   trained_dir = config.data.dataset_dir
-  config.data.dataset_dir = dataset_dir or trained_dir
+  config = configlib.replace(config, **{
+      "data.dataset_dir": dataset_dir or trained_dir})
   provenance.check_dataset(
       workdir, config.data.dataset_dir, trained_dir,
       accept=accept_dataset_change, accept_flag="--accept-dataset-change",

@@ -242,16 +242,10 @@ def resolve_workdir(config, workdir: str | None) -> str:
   return workdir or config.workdir or os.path.join("runs", config.name)
 
 
-def _lookup(config, dotted: str):
-  for part in dotted.split("."):
-    config = config[part]
-  return config.to_dict() if hasattr(config, "to_dict") else config
-
-
 def check_compatible(saved, config, workdir: str) -> None:
   """A workdir's saved config must match on everything that fixes the run."""
   for key in FIXED_ON_RESUME:
-    old, new = _lookup(saved, key), _lookup(config, key)
+    old, new = configlib.lookup(saved, key), configlib.lookup(config, key)
     if old != new:
       raise ValueError(
           f"{workdir} holds a run with {key}={old!r}, but this config has "
@@ -335,39 +329,16 @@ def _crossed(before: int, after: int, every: int) -> bool:
 
 
 def _prepare_run(config, workdir, mesh, accept_dataset_change):
-  """Open the data, resolve the config against it (and against the run it
-  resumes), write config.json."""
-  t = config.train
+  """Open the data, check the config against the run it resumes, write
+  config.json."""
+  t, mcfg = config.train, config.model
   sharding_lib.check_batch_size(t.batch_size, mesh)
-  mcfg_probe = configlib.model_config(config, cond_dim=0)
   stream = data_lib.BatchStream(
       config.data.dataset_dir, "train", t.batch_size, t.seq_len,
-      mcfg_probe.lookback, mcfg_probe.q_levels, mcfg_probe.quantization,
+      mcfg.lookback, mcfg.q_levels, mcfg.quantization,
       seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), prefetch=config.data.prefetch,
-      preemphasis=mcfg_probe.preemphasis)
-  config = configlib.from_json(configlib.to_json(config))  # a private copy
-  if config.model.cond_dim < 0:
-    config.model.cond_dim = stream.cond_dim
-  elif config.model.cond_dim != stream.cond_dim:
-    raise ValueError(
-        f"model.cond_dim={config.model.cond_dim} but the dataset "
-        f"{config.data.dataset_dir} has condition vectors of length "
-        f"{stream.cond_dim}; set model.cond_dim={stream.cond_dim} (or -1)")
-  if config.data.sample_rate != stream.sample_rate:
-    raise ValueError(
-        f"data.sample_rate={config.data.sample_rate} but the dataset "
-        f"{config.data.dataset_dir} is at {stream.sample_rate} Hz; set "
-        f"data.sample_rate={stream.sample_rate} or prepare it again with "
-        f"--sample-rate {config.data.sample_rate}")
-  if (config.data.class_names
-      and set(config.data.class_names) != set(stream.class_names)):
-    raise ValueError(
-        f"data.class_names={list(config.data.class_names)} but the dataset "
-        f"{config.data.dataset_dir} has classes {list(stream.class_names)}; "
-        "fix the config (or leave data.class_names empty to take the "
-        "dataset's)")
-  config.data.class_names = tuple(stream.class_names)  # the one-hot order
+      preemphasis=mcfg.preemphasis)
   if os.path.exists(rundir.config_path(workdir)):
     saved = rundir.read_config(workdir)
     check_compatible(saved, config, workdir)
@@ -375,8 +346,6 @@ def _prepare_run(config, workdir, mesh, accept_dataset_change):
         workdir, config.data.dataset_dir, saved.data.dataset_dir,
         accept=accept_dataset_change, accept_flag="--accept_dataset_change",
         dir_flag="data.dataset_dir")
-  # Resolved, so that evaluate and sample.py find it from any folder.
-  config.data.dataset_dir = os.path.abspath(config.data.dataset_dir)
   if jax.process_index() == 0:
     rundir.write_config(workdir, config)
   return config, stream
@@ -454,8 +423,9 @@ def _remove_unused(workdir: str) -> None:
 
 def train_and_evaluate(config, workdir: str | None = None, mesh=None,
                        accept_dataset_change: bool = False) -> dict:
-  """Train (or resume) the run in ``workdir``; returns the last metrics, the
-  step, and ``interrupted`` (a signal stopped it; rerun to resume).
+  """Train (or resume) the run of ``config`` (a ``configlib.RunConfig``) in
+  ``workdir``; returns the last metrics, the step, and ``interrupted`` (a
+  signal stopped it; rerun to resume).
 
   ``mesh``: the devices to train on, data parallel (default: every device of
   every process, ``sharding.make_mesh()``). A run may resume on another
@@ -467,12 +437,12 @@ def train_and_evaluate(config, workdir: str | None = None, mesh=None,
   ``TrainingDiverged`` (nothing of the diverged chunk batch saved),
   ``StorageError`` when the workdir cannot be written (what it held is kept).
   """
+  if not isinstance(config, configlib.RunConfig):
+    raise TypeError(
+        f"train_and_evaluate takes a configlib.RunConfig, not "
+        f"{type(config).__name__}: pass configlib.resolve(config), which "
+        "checks a config file's ConfigDict against its dataset")
   workdir = resolve_workdir(config, workdir)
-  configlib.validate(config)
-  if not config.data.dataset_dir:
-    raise ValueError("data.dataset_dir is not set: give "
-                     "--config.data.dataset_dir=DATA, a folder written by "
-                     "csrnn-prepare")
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
   saved = {"step": None}  # the newest checkpoint known intact, for messages
   created = not os.path.exists(workdir)
@@ -519,7 +489,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
         config.seed, dataset.manifest_path(config.data.dataset_dir),
         config.model.matmul_precision))
   t = config.train
-  mcfg = configlib.model_config(config)
+  mcfg = config.model
   graphdef, params = model_lib.build(mcfg, config.seed)
   tx = make_optimizer(t)
   params, opt_state = sharding_lib.replicate((params, tx.init(params)), mesh)

@@ -1,8 +1,24 @@
-"""Test-wide JAX settings: 4 fake CPU devices (for the sharding tests) and
-strict checks that turn silent mistakes into errors."""
+"""Test-wide settings and the session fixtures.
+
+- 4 fake CPU devices, for the tests about sharding. Every other run trains
+  on one of them (``helpers.train``), as on a laptop.
+- A persistent compilation cache in .cache/jax-tests (``JAX_COMPILATION_CACHE_DIR``
+  to move it), which the subprocesses that tests start inherit through the
+  environment: a program compiled once, by any test or by an earlier session,
+  is read back instead of compiled again.
+- float32 matmuls at full precision, as the tolerances assume.
+- ``tiny_dataset`` (audio_fixtures) and ``trained_run`` (helpers) are built
+  once per session; read them only.
+"""
 import os
+import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 

@@ -109,11 +109,8 @@ def test_every_checkpoint_damaged_says_so(tmp_path):
 
 
 def tiny_run_config():
-  config = configlib.base_config()
-  config.model.frame_sizes = (4, 4, 16)
-  config.model.dim = 8
-  config.model.cond_dim = 2
-  return config
+  return configlib.RunConfig(model=model_lib.ModelConfig(
+      frame_sizes=(4, 4, 16), dim=8, cond_dim=2))
 
 
 def test_a_parameters_only_run_loads_from_its_workdir_alone(tmp_path):
@@ -121,7 +118,7 @@ def test_a_parameters_only_run_loads_from_its_workdir_alone(tmp_path):
   load_run rebuilds the model from config.json and restores into it."""
   workdir = str(tmp_path)
   config = tiny_run_config()
-  mcfg = configlib.model_config(config)
+  mcfg = config.model
   _, params = model_lib.build(mcfg, 0)
   rundir.write_config(workdir, config)
   with pytest.raises(checkpoint_lib.CheckpointError,

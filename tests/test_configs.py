@@ -42,7 +42,9 @@ def test_config_validates_and_builds(path):
   assert config.name == path.stem
   cond_dim = data_cond_dim(config)
   assert config.model.cond_dim in (-1, cond_dim)
-  mcfg = configlib.model_config(config, cond_dim=cond_dim)
+  values = config.to_dict()
+  values["model"]["cond_dim"] = cond_dim
+  mcfg = configlib.from_dict(values).model
   assert mcfg.cond_dim == cond_dim
   _, params = model_lib.abstract(mcfg)
   assert model_lib.param_count(params) > 0

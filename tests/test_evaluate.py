@@ -22,12 +22,12 @@ def untrained_run(dataset, workdir):
   config = configlib.base_config()
   config.model.frame_sizes = (4, 4, 16)
   config.model.dim = 8
-  config.model.cond_dim = len(CLASSES)
   config.data.dataset_dir = str(dataset)
-  config.data.class_names = CLASSES
   config.train.seq_len = 256
   config.train.eval_batch_size = 4
-  _, params = model_lib.build(configlib.model_config(config), 0)
+  config = configlib.resolve(config)  # its classes: CLASSES
+  assert config.data.class_names == CLASSES
+  _, params = model_lib.build(config.model, 0)
   workdir.mkdir()
   rundir.write_config(str(workdir), config)
   checkpoint_lib.save_params(str(workdir), params)

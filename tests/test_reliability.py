@@ -20,11 +20,12 @@ from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import provenance
 from csrnn_jax import rundir
-from csrnn_jax import trainer
 from csrnn_jax.cli import evaluate as evaluate_cli
 from csrnn_jax.cli import sample as sample_cli
-from test_rundir import HOLD_LOCK
-from test_trainer import REPO, WINDOWS_PER_BATCH, tiny_config
+import helpers
+from helpers import HOLD_LOCK, REPO, WINDOWS_PER_BATCH, tiny_config
+
+W = WINDOWS_PER_BATCH
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
@@ -32,20 +33,20 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 def train(dataset, workdir, steps, **train_keys):
   config = tiny_config(dataset, num_steps=steps, eval_every=0,
                        checkpoint_every=WINDOWS_PER_BATCH, **train_keys)
-  return trainer.train_and_evaluate(config, str(workdir))
+  return helpers.train_run(config, workdir)
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_dataset, tmp_path_factory):
   """A dataset of this module's own and two runs on it: one checkpoint
-  (step 31), and two (31 and 62)."""
+  (step W), and two (W and 2 W)."""
   root = tmp_path_factory.mktemp("reliability")
   dataset = root / "dataset"
   shutil.copytree(tiny_dataset, dataset)
-  train(dataset, root / "run31", WINDOWS_PER_BATCH)
-  shutil.copytree(root / "run31", root / "run62")
-  train(dataset, root / "run62", 2 * WINDOWS_PER_BATCH)
-  return dataset, root / "run31", root / "run62"
+  train(dataset, root / "run1", WINDOWS_PER_BATCH)
+  shutil.copytree(root / "run1", root / "run2")
+  train(dataset, root / "run2", 2 * WINDOWS_PER_BATCH)
+  return dataset, root / "run1", root / "run2"
 
 
 def copied(runs, tmp_path, which=1):
@@ -54,8 +55,8 @@ def copied(runs, tmp_path, which=1):
   dataset, run = tmp_path / "dataset", tmp_path / "run"
   shutil.copytree(runs[0], dataset)
   shutil.copytree(runs[which], run)
-  config = rundir.read_config(str(run))
-  config.data.dataset_dir = str(dataset)
+  config = configlib.replace(rundir.read_config(str(run)),
+                             **{"data.dataset_dir": str(dataset)})
   (run / "config.json").write_text(configlib.to_json(config))
   return dataset, run
 
@@ -129,7 +130,7 @@ def test_bad4_resume_refuses_a_changed_dataset(runs, tmp_path):
     train(dataset, run, WINDOWS_PER_BATCH)
   assert sessions(run) == before
   config = tiny_config(dataset, num_steps=WINDOWS_PER_BATCH)
-  trainer.train_and_evaluate(config, str(run), accept_dataset_change=True)
+  helpers.train_run(config, run, accept_dataset_change=True)
   recorded = provenance.recorded_manifest_sha256(
       rundir.read_sessions(str(run))[0])
   assert recorded == provenance.sha256(str(dataset / "manifest.json"))
@@ -146,7 +147,7 @@ def test_moved_dataset_is_accepted_by_hash_for_evaluate_and_resume(runs,
   assert "no such dataset folder" in capsys.readouterr().err
   assert evaluate_cli.main(["--workdir", str(run), "--dataset-dir",
                         str(moved)]) == 0
-  written = json.loads((run / "eval_valid_step31.json").read_text())
+  written = json.loads((run / f"eval_valid_step{W}.json").read_text())
   assert written["dataset_dir"] == str(moved)
   result = train(moved, run, 2 * WINDOWS_PER_BATCH)
   assert result["step"] == 2 * WINDOWS_PER_BATCH
@@ -178,11 +179,11 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(runs,
 
 def test_sample_names_a_damaged_step(runs, tmp_path, capsys):
   _, run = copied(runs, tmp_path, which=2)
-  (run / "checkpoints" / "62" / "meta").rename(run / "meta.away")
-  assert sample_cli.main([f"--workdir={run}", "--step", "62"]) == 2
+  (run / "checkpoints" / str(2 * W) / "meta").rename(run / "meta.away")
+  assert sample_cli.main([f"--workdir={run}", "--step", str(2 * W)]) == 2
   err = capsys.readouterr().err
-  assert "the checkpoint at step 62" in err and "is damaged" in err
-  assert "use another step (available: 31, 62)" in err
+  assert f"the checkpoint at step {2 * W}" in err and "is damaged" in err
+  assert f"use another step (available: {W}, {2 * W})" in err
 
 
 def test_broken_json_files_are_named_and_provenance_never_blocks(runs,
@@ -219,6 +220,7 @@ def test_unwritable_workdir_says_what_is_kept_and_resumes(runs, tmp_path):
   dataset, run = copied(runs, tmp_path)
   cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
          f"--config.data.dataset_dir={dataset}", f"--workdir={run}",
+         "--config.train.seq_len=1024",  # tiny_config's
          f"--config.train.num_steps={2 * WINDOWS_PER_BATCH}",
          "--config.train.eval_every=0"]
   limited = [sys.executable, "-c", LIMITED, str(100_000)] + cmd[1:]
@@ -301,20 +303,21 @@ def test_outputs_of_another_step_in_the_same_out_are_not_overwritten(
   sample = lambda *extra: sample_cli.main(
       [f"--workdir={runs[2]}", "--cond", "bells", "--seconds", "0.04",
        "--out", str(out), *extra])
-  assert sample("--step", "31") == 0
+  assert sample("--step", str(W)) == 0
   wav = out / "bells_seed0_t1.wav"
   first = wav.read_bytes()
-  assert sample("--step", "31") == 0  # the same settings: the same audio
+  assert sample("--step", str(W)) == 0  # the same settings: the same audio
   assert wav.read_bytes() == first
   capsys.readouterr()
-  assert sample("--step", "62") == 2
+  assert sample("--step", str(2 * W)) == 2
   err = capsys.readouterr().err
-  assert (f"{wav} holds audio of other settings (checkpoint_step: 31 -> 62"
-          in err and "give another --out, or pass --overwrite" in err)
+  assert (f"{wav} holds audio of other settings (checkpoint_step: {W} -> "
+          f"{2 * W}" in err and "give another --out, or pass --overwrite"
+          in err)
   assert wav.read_bytes() == first
-  assert sample("--step", "62", "--overwrite") == 0
+  assert sample("--step", str(2 * W), "--overwrite") == 0
   assert json.loads(wav.with_suffix(".json").read_text())[
-      "checkpoint_step"] == 62
+      "checkpoint_step"] == 2 * W
   (out / "bells_seed5_t1.wav").write_bytes(b"someone else's")
   assert sample("--seed", "5") == 2
   assert ("bells_seed5_t1.wav exists and has no readable sidecar"

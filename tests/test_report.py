@@ -13,10 +13,10 @@ from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as M
 from csrnn_jax import provenance
 from csrnn_jax import rundir
-from csrnn_jax import trainer
 from csrnn_jax.cli import report as report_cli
 
-from test_trainer import WINDOWS_PER_BATCH, tiny_config
+from helpers import (WINDOWS_PER_BATCH, tiny_config, tiny_run_config,
+                     train_run)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def two_runs(tiny_dataset, tmp_path_factory):
                          eval_every=WINDOWS_PER_BATCH)
     config.seed = seed
     workdir = str(root / f"tiny_seed{seed}")
-    trainer.train_and_evaluate(config, workdir)
+    train_run(config, workdir)
     runs.append(workdir)
   evaluate.evaluate_run(runs[1], "test")
   return runs
@@ -99,10 +99,8 @@ def test_report_on_a_parameters_only_run(tiny_dataset, tmp_path):
   session, a params checkpoint, no metrics) is a row with no training
   figures and its session's code revision; the evaluation the importer's
   user runs next fills in its test bits."""
-  config = tiny_config(tiny_dataset)
-  config.model.cond_dim = 3
-  config.data.class_names = ("bells", "organ", "wind")
-  _, params = M.build(configlib.model_config(config), 0)
+  config = tiny_run_config(tiny_dataset)
+  _, params = M.build(config.model, 0)
   record = provenance.collect(seed=config.seed)
   workdir = str(tmp_path / "imported")
   os.makedirs(workdir)

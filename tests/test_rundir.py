@@ -11,6 +11,7 @@ import pytest
 
 from csrnn_jax import configlib
 from csrnn_jax import rundir
+from helpers import HOLD_LOCK
 
 
 def test_write_json_is_atomic_and_leaves_no_temporary_file(tmp_path):
@@ -29,11 +30,10 @@ def test_config_round_trip_and_what_is_not_a_run(tmp_path):
                      match=r"is not a run directory \(no config.json\); pass "
                            r"the --workdir of a training run"):
     rundir.read_config(str(tmp_path))
-  config = configlib.base_config()
-  config.name, config.seed = "mine", 7
+  config = configlib.RunConfig(name="mine", seed=7)
   rundir.write_config(str(tmp_path), config)
   rundir.check(str(tmp_path))
-  assert rundir.read_config(str(tmp_path)).to_dict() == config.to_dict()
+  assert rundir.read_config(str(tmp_path)) == config
   (tmp_path / "config.json").write_text('{"model": ')
   with pytest.raises(configlib.ConfigError,
                      match=r"config.json is not valid JSON .*restore it"):
@@ -59,7 +59,7 @@ def test_sessions_append_and_a_broken_log_is_set_aside(tmp_path, capsys):
 
 def test_eval_files_are_named_and_parsed_here_and_load_reads_a_run(tmp_path):
   workdir = str(tmp_path)
-  rundir.write_config(workdir, configlib.base_config())
+  rundir.write_config(workdir, configlib.RunConfig())
   assert rundir.write_eval(workdir, "test", 31, {"bits": 5.0}) == (
       rundir.eval_path(workdir, "test", 31))
   rundir.write_eval(workdir, "test", 62, {"bits": 4.0})
@@ -75,7 +75,7 @@ def test_eval_files_are_named_and_parsed_here_and_load_reads_a_run(tmp_path):
   assert run.newest_eval("test") == {"bits": 4.0}
   assert run.newest_eval("train") is None
   assert run.sessions == [{"code_revision": "abc"}]
-  assert run.config.name == configlib.base_config().name
+  assert run.config.name == configlib.RunConfig().name
 
 
 def test_paths_of_samples_metrics_and_checkpoints(tmp_path):
@@ -86,15 +86,6 @@ def test_paths_of_samples_metrics_and_checkpoints(tmp_path):
   assert rundir.metrics_path(w) == os.path.join(w, "metrics.jsonl")
   assert rundir.checkpoints_dir(w) == os.path.join(os.path.abspath(w),
                                                    "checkpoints")
-
-
-HOLD_LOCK = """
-import sys, time
-from csrnn_jax import rundir
-with rundir.lock(sys.argv[1]):
-  print("locked", flush=True)
-  time.sleep(600)
-"""
 
 
 def test_workdir_lock_is_exclusive_and_released_by_kill_9(tmp_path):

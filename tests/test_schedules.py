@@ -8,15 +8,11 @@ from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import trainer
-from test_trainer import tiny_config
+from helpers import tiny_config, train_run
 
 
 def train_cfg(**keys):
-  t = configlib.base_config().train
-  t.learning_rate = 0.1
-  for key, value in keys.items():
-    t[key] = value
-  return t
+  return configlib.TrainConfig(**{"learning_rate": 0.1, **keys})
 
 
 def adam_step_sizes(t, losses):
@@ -71,10 +67,10 @@ def test_plateau_state_resumes_from_a_checkpoint(tiny_dataset, tmp_path):
                        eval_every=0, lr_schedule="plateau",
                        lr_plateau_steps=1, lr_plateau_patience=0)
   resumed, whole = str(tmp_path / "resumed"), str(tmp_path / "whole")
-  trainer.train_and_evaluate(config, resumed)
+  train_run(config, resumed)
   config.train.num_steps = 2
-  trainer.train_and_evaluate(config, resumed)
-  trainer.train_and_evaluate(config, whole)
+  train_run(config, resumed)
+  train_run(config, whole)
   states = []
   for workdir in (resumed, whole):
     ckpt = checkpoint_lib.Checkpointer(workdir)
@@ -95,7 +91,7 @@ def test_early_stopping_ends_a_run_whose_valid_nll_stops_improving(
   config = tiny_config(tiny_dataset, num_steps=50, seq_len=8000,
                        eval_every=1, learning_rate=0.0,
                        early_stop_patience=2)
-  result = trainer.train_and_evaluate(config, workdir)
+  result = train_run(config, workdir)
   assert result["step"] == 3 and result["stopped_early"]
   out = capsys.readouterr().out
   assert ("Stopped early at step 3: the validation NLL did not improve for 2 "
@@ -113,7 +109,7 @@ def test_early_stopping_ends_a_run_whose_valid_nll_stops_improving(
   ckpt.close()
 
   # Rerunning the stopped run trains nothing more: the count was saved.
-  again = trainer.train_and_evaluate(config, workdir)
+  again = train_run(config, workdir)
   assert again["step"] == 3 and again["stopped_early"]
   assert len(metrics_lib.read(f"{workdir}/metrics.jsonl")) == len(records)
 

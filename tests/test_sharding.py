@@ -4,7 +4,6 @@ between device counts, batch sizes that do not divide are refused, and two
 processes joined by jax.distributed train bitwise like one process with as
 many devices."""
 import os
-import pathlib
 import shutil
 import socket
 import subprocess
@@ -20,17 +19,12 @@ from csrnn_jax import data as data_lib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
+from csrnn_jax import rundir
 from csrnn_jax import sharding
 from csrnn_jax import trainer
-from test_trainer import assert_trees_equal, final_params, tiny_config
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SEQ_LEN = 1024  # 7 windows per 0.5 s chunk batch: short runs, same programs
-WINDOWS = 7
-
-
-def one_device():
-  return sharding.make_mesh(jax.devices()[:1])
+from helpers import REPO, assert_trees_equal, final_params, one_device
+from helpers import WINDOWS_PER_BATCH as WINDOWS
+from helpers import tiny_config, tiny_run_config, train_run
 
 
 def assert_trees_close(a, b, atol=1e-4):
@@ -42,7 +36,7 @@ def assert_trees_close(a, b, atol=1e-4):
 
 
 def run_config(dataset, batches):
-  return tiny_config(dataset, seq_len=SEQ_LEN, num_steps=batches * WINDOWS,
+  return tiny_config(dataset, num_steps=batches * WINDOWS,
                      checkpoint_every=WINDOWS, eval_every=0)
 
 
@@ -50,8 +44,7 @@ def run_config(dataset, batches):
 def reference_run(tiny_dataset, tmp_path_factory):
   """3 chunk batches on one device, a checkpoint after each."""
   workdir = tmp_path_factory.mktemp("sharding") / "one_device"
-  trainer.train_and_evaluate(run_config(tiny_dataset, 3), str(workdir),
-                             one_device())
+  train_run(run_config(tiny_dataset, 3), workdir, one_device())
   return workdir
 
 
@@ -63,8 +56,8 @@ def test_mesh_spans_every_device_in_process_order():
 
 def test_sharded_training_scan_matches_one_device(tiny_dataset):
   """6 windows: 4 devices within 1e-4 of no mesh; a 1-device mesh bitwise."""
-  config = tiny_config(tiny_dataset)
-  mcfg = configlib.model_config(config, cond_dim=3)
+  config = tiny_run_config(tiny_dataset)
+  mcfg = config.model
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
@@ -94,10 +87,8 @@ def test_sharded_training_scan_matches_one_device(tiny_dataset):
 
 def test_sharded_validation_matches_one_device(tiny_dataset):
   # 6 rows round up to 8 on 4 devices; every chunk is still scored once.
-  config = configlib.from_json(configlib.to_json(tiny_config(
-      tiny_dataset, eval_batch_size=6)))
-  config.data.class_names = ("bells", "organ", "wind")
-  mcfg = configlib.model_config(config, cond_dim=3)
+  config = tiny_run_config(tiny_dataset, seq_len=256, eval_batch_size=6)
+  mcfg = config.model
   graphdef, params = model_lib.build(mcfg, 0)
   want = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid").run(params)
   mesh = sharding.make_mesh()
@@ -113,7 +104,8 @@ def test_batch_that_does_not_divide_names_the_nearest_sizes(tiny_dataset,
   config = tiny_config(tiny_dataset, batch_size=6)
   with pytest.raises(ValueError, match=r"train.batch_size=6 does not divide "
                      r"over the 4 devices.*train.batch_size=4 or 8"):
-    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    trainer.train_and_evaluate(configlib.resolve(config),  # all 4 devices
+                               str(tmp_path / "run"))
   with pytest.raises(ValueError, match=r"=2 .*set train.batch_size=4, or"):
     sharding.check_batch_size(2, sharding.make_mesh())
   sharding.check_batch_size(6, sharding.make_mesh(jax.devices()[:2]))
@@ -136,10 +128,10 @@ def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
   for step in (2 * WINDOWS, 3 * WINDOWS):
     shutil.rmtree(workdir / "checkpoints" / str(step))
   mesh = sharding.make_mesh()
-  trainer.train_and_evaluate(run_config(tiny_dataset, 2), str(workdir), mesh)
+  train_run(run_config(tiny_dataset, 2), workdir, mesh)
 
   graphdef, params = model_lib.build(
-      configlib.model_config(checkpoint_lib.read_config(str(workdir))), 1)
+      rundir.read_config(str(workdir)).model, 1)
   ckpt = checkpoint_lib.Checkpointer(str(workdir))
   for step in (WINDOWS, 2 * WINDOWS):  # saved by 1 and by 4 devices
     restored = {}
@@ -152,8 +144,7 @@ def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
     assert_trees_equal(restored["one"], restored["four"])
   ckpt.close()
 
-  trainer.train_and_evaluate(run_config(tiny_dataset, 3), str(workdir),
-                             one_device())
+  train_run(run_config(tiny_dataset, 3), workdir, one_device())
   assert final_params(workdir)[1] == final_params(reference_run)[1] == (
       3 * WINDOWS)
   got, want = ({r["step"]: r for r in metrics_lib.read(str(w / "metrics.jsonl"))
@@ -178,7 +169,7 @@ def run_train_processes(workdir, dataset, num_processes: int, devices: int):
   devices each; returns the processes' (returncode, stdout, stderr)."""
   cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
          f"--config.data.dataset_dir={dataset}",
-         f"--config.train.seq_len={SEQ_LEN}",
+         "--config.train.seq_len=1024",
          f"--config.train.num_steps={2 * WINDOWS}",
          f"--config.train.checkpoint_every={WINDOWS}",
          f"--config.train.eval_every={2 * WINDOWS}",

@@ -17,7 +17,6 @@ import numpy as np
 import optax
 import pytest
 
-import test_model
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import data as data_lib
@@ -26,42 +25,15 @@ from csrnn_jax import model as model_lib
 from csrnn_jax import trainer
 from csrnn_jax.cli import evaluate as evaluate_cli
 from csrnn_jax.cli.train import resolve_config_path
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-WINDOWS_PER_BATCH = 31  # 0.5 s chunks at 16 kHz = 8000 samples, windows of 256
-
-
-def tiny_config(dataset, **train):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("tiny", REPO / "configs/tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.data.dataset_dir = str(dataset)
-  config.data.prefetch = 0
-  for key, value in train.items():
-    config.train[key] = value
-  return config
-
-
-def final_params(workdir):
-  _, _, _, params, step = checkpoint_lib.load_run(str(workdir), "latest")
-  return params, step
-
-
-def assert_trees_equal(a, b):
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert len(la) == len(lb)
-  for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
+from helpers import (REPO, WINDOWS_PER_BATCH, assert_trees_equal, final_params,
+                     randomize, tiny_config, tiny_run_config, train_run)
 
 def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
                                                          tmp_path, capsys):
   config = tiny_config(tiny_dataset, num_steps=4 * WINDOWS_PER_BATCH,
                        eval_every=2 * WINDOWS_PER_BATCH,
                        sample_every=4 * WINDOWS_PER_BATCH, sample_seconds=0.05)
-  result = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  result = train_run(config, tmp_path / "run")
   records = metrics_lib.read(str(tmp_path / "run" / "metrics.jsonl"))
   train = [r["bits"] for r in records if r["kind"] == "train"]
   valid = [r for r in records if r["kind"] == "valid"]
@@ -102,11 +74,11 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
   steps = 2 * WINDOWS_PER_BATCH
   config = tiny_config(tiny_dataset, num_steps=steps, eval_every=0,
                        checkpoint_every=WINDOWS_PER_BATCH)
-  trainer.train_and_evaluate(config, str(tmp_path / "whole"))
+  train_run(config, tmp_path / "whole")
   config.train.num_steps = WINDOWS_PER_BATCH
-  trainer.train_and_evaluate(config, str(tmp_path / "split"))
+  train_run(config, tmp_path / "split")
   config.train.num_steps = steps
-  trainer.train_and_evaluate(config, str(tmp_path / "split"))
+  train_run(config, tmp_path / "split")
   whole, whole_step = final_params(tmp_path / "whole")
   split, split_step = final_params(tmp_path / "split")
   assert whole_step == split_step == steps
@@ -115,7 +87,8 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
   assert len(prov["sessions"]) == 2
   # The log holds each step once.
   records = metrics_lib.read(str(tmp_path / "split" / "metrics.jsonl"))
-  assert [r["step"] for r in records if r["kind"] == "train"] == [31, 62]
+  assert [r["step"] for r in records if r["kind"] == "train"] == [
+      WINDOWS_PER_BATCH, 2 * WINDOWS_PER_BATCH]
 
 
 def test_sigkill_mid_run_then_resume_to_completion(tiny_dataset, tmp_path):
@@ -190,7 +163,7 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(
   workdir = str(tmp_path / "diverged")
   config = tiny_config(tiny_dataset, num_steps=WINDOWS_PER_BATCH,
                        eval_every=WINDOWS_PER_BATCH, keep_checkpoints=1)
-  trainer.train_and_evaluate(config, workdir)
+  train_run(config, workdir)
   good, good_step = final_params(workdir)
   config.train.learning_rate = learning_rate
   config.train.num_steps = 3 * WINDOWS_PER_BATCH
@@ -199,7 +172,7 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(
                      match=rf"{why} in the chunk batch after step {good_step}"
                            rf".*without saving; its last good checkpoint "
                            rf"\(step {good_step}\).*Lower train.learning_rate"):
-    trainer.train_and_evaluate(config, workdir)
+    train_run(config, workdir)
   assert checkpoint_lib.Checkpointer(workdir).steps() == [good_step]
   params, step = final_params(workdir)
   assert step == good_step
@@ -215,13 +188,13 @@ def test_non_finite_parameters_after_the_last_window_are_not_saved(
   (inf in float32) broke them."""
   workdir = str(tmp_path / "inf")
   config = tiny_config(tiny_dataset, num_steps=1, seq_len=8000, eval_every=0)
-  trainer.train_and_evaluate(config, workdir)
+  train_run(config, workdir)
   config.train.learning_rate = 1e39
   config.train.num_steps = 3
   with pytest.raises(trainer.TrainingDiverged,
                      match=r"the parameters or the optimizer state became "
                            r"non-finite in the chunk batch after step 1"):
-    trainer.train_and_evaluate(config, workdir)
+    train_run(config, workdir)
   assert checkpoint_lib.Checkpointer(workdir).steps() == [1]
 
 
@@ -241,8 +214,8 @@ def test_divergence_names_each_cause():
 
 
 def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
-  config = tiny_config(tiny_dataset)
-  mcfg = configlib.model_config(config, cond_dim=3)
+  config = tiny_run_config(tiny_dataset)
+  mcfg = config.model
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
@@ -262,8 +235,8 @@ def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
 
 
 def one_batch(tiny_dataset, windows):
-  config = tiny_config(tiny_dataset)
-  mcfg = configlib.model_config(config, cond_dim=3)
+  config = tiny_run_config(tiny_dataset)
+  mcfg = config.model
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
@@ -310,7 +283,7 @@ def test_windows_of_a_chunk_batch_carry_the_hidden_state(tiny_dataset):
   differs from one that resets to h0 at every window."""
   mcfg, windows_NxBxW, batch = one_batch(tiny_dataset, 4)
   graphdef, params = model_lib.build(mcfg, 0)
-  params = test_model.randomize(params, 0, scale=0.2)
+  params = randomize(params, 0, scale=0.2)
   m = model_lib.bind(graphdef, params)
   tx = optax.sgd(0.0)
   step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
@@ -334,8 +307,8 @@ def test_windows_of_a_chunk_batch_carry_the_hidden_state(tiny_dataset):
 
 
 def test_first_window_trains_learned_h0(tiny_dataset):
-  config = tiny_config(tiny_dataset)
-  mcfg = configlib.model_config(config, cond_dim=3)
+  config = tiny_run_config(tiny_dataset)
+  mcfg = config.model
   graphdef, params = model_lib.build(mcfg, 0)
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
@@ -365,27 +338,27 @@ def test_config_errors_name_the_key(tiny_dataset, tmp_path, mutate, match):
   config = tiny_config(tiny_dataset)
   mutate(config)
   with pytest.raises(ValueError, match=match):
-    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    train_run(config, tmp_path / "run")
 
 
 def test_config_disagreeing_with_dataset_or_workdir(tiny_dataset, tmp_path):
   config = tiny_config(tiny_dataset, num_steps=1)
   config.model.cond_dim = 4
   with pytest.raises(ValueError, match="model.cond_dim=4 .* length 3"):
-    trainer.train_and_evaluate(config, str(tmp_path / "a"))
+    train_run(config, tmp_path / "a")
   config = tiny_config(tiny_dataset, num_steps=1)
   config.data.class_names = ("happy", "sad", "wind")
   with pytest.raises(ValueError, match="has classes \\['bells', 'organ'"):
-    trainer.train_and_evaluate(config, str(tmp_path / "b"))
+    train_run(config, tmp_path / "b")
   config = tiny_config(tiny_dataset, num_steps=1, eval_every=0)
-  trainer.train_and_evaluate(config, str(tmp_path / "c"))
+  train_run(config, tmp_path / "c")
   config.model.dim = 48
   with pytest.raises(ValueError, match="holds a run with model=.*another "
                                        "--workdir"):
-    trainer.train_and_evaluate(config, str(tmp_path / "c"))
+    train_run(config, tmp_path / "c")
   config = tiny_config(tmp_path / "missing")
   with pytest.raises(ValueError, match="missing: no such dataset folder.*csrnn-prepare"):
-    trainer.train_and_evaluate(config, str(tmp_path / "d"))
+    train_run(config, tmp_path / "d")
 
 
 def test_config_file_typo_in_type_is_caught_by_config_dict():

@@ -12,15 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-import test_trainer
+import helpers
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import dataset as dataset_lib
 from csrnn_jax import metrics as metrics_lib
-from csrnn_jax import trainer
 from csrnn_jax.cli import evaluate as evaluate_cli
 from csrnn_jax.cli import sample as sample_cli
 
-CHUNK = test_trainer.WINDOWS_PER_BATCH  # steps per chunk batch
+CHUNK = helpers.WINDOWS_PER_BATCH  # steps per chunk batch
 CLASSES = ("bells", "organ", "wind")
 
 
@@ -29,7 +28,7 @@ def run(tiny_dataset, tmp_path_factory):
   """4 chunk batches, samples every 2, a checkpoint after each, keep 1,
   TensorBoard on; started from another folder with a relative dataset path."""
   home = tmp_path_factory.mktemp("home")
-  config = test_trainer.tiny_config(
+  config = helpers.tiny_config(
       tiny_dataset, num_steps=4 * CHUNK, eval_every=0, checkpoint_every=CHUNK,
       keep_checkpoints=1, sample_every=2 * CHUNK, sample_seconds=0.05,
       tensorboard=True)
@@ -37,7 +36,7 @@ def run(tiny_dataset, tmp_path_factory):
   os.chdir(home)
   try:
     config.data.dataset_dir = os.path.relpath(tiny_dataset)
-    trainer.train_and_evaluate(config, "run")
+    helpers.train_run(config, "run")
   finally:
     os.chdir(cwd)
   return home / "run"
@@ -144,18 +143,18 @@ def test_config_json_finds_the_dataset_from_another_folder(
 
 
 def test_a_failed_start_leaves_no_run_directory(tiny_dataset, tmp_path):
-  config = test_trainer.tiny_config(tmp_path / "no_dataset_here")
+  config = helpers.tiny_config(tmp_path / "no_dataset_here")
   with pytest.raises(dataset_lib.DatasetError):
-    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    helpers.train_run(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
   config.data.dataset_dir = ""
   with pytest.raises(ValueError, match="data.dataset_dir is not set: give "
                      "--config.data.dataset_dir=DATA"):
-    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    helpers.train_run(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
   # A run directory that exists stays, even when the start fails.
   (tmp_path / "kept").mkdir()
   config.data.dataset_dir = str(tmp_path / "no_dataset_here")
   with pytest.raises(dataset_lib.DatasetError):
-    trainer.train_and_evaluate(config, str(tmp_path / "kept"))
+    helpers.train_run(config, tmp_path / "kept")
   assert (tmp_path / "kept").is_dir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from csrnn_jax import audio_eval
+from csrnn_jax import configlib
 from csrnn_jax import dataset
 from csrnn_jax import evaluate
 from csrnn_jax import rundir
@@ -44,8 +45,8 @@ def main(argv=None) -> int:
                                    args.accept_dataset_change)
     print(evaluate.format_table(result, args.split, result["step"]))
     if args.generated:
-      config = rundir.read_config(args.workdir)
-      config.data.dataset_dir = result["dataset_dir"]  # as checked above
+      config = configlib.replace(rundir.read_config(args.workdir), **{
+          "data.dataset_dir": result["dataset_dir"]})  # as checked above
       audio_result = audio_eval.evaluate_generated_dir(config, args.generated)
       print(f"\nGenerated audio in {args.generated} "
             "(audio_eval.json, audio_eval.md):")

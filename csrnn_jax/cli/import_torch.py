@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from csrnn_jax import configlib
 from csrnn_jax.cli import common
 from csrnn_jax.interop import torch_import
 
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
   except (ValueError, ImportError, OSError) as e:
     return common.fail(e)
   print(f"imported {args.checkpoint} -> {args.workdir}: "
-        f"{torch_import.describe(configlib.model_config(config))}")
+        f"{torch_import.describe(config.model)}")
   return 0
 
 

@@ -228,7 +228,7 @@ def sampling_settings(args, run_defaults) -> dict:
               "typical_p", "crash_guard"):
     value = getattr(args, key)
     if value is None:
-      value = run_defaults[key]
+      value = getattr(run_defaults, key)
       if key in ("temperature", "guidance"):
         value = [float(value)]
     settings[key] = value
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
           f"--seconds {args.seconds:g} is more than one generation makes "
           f"({sampling.MAX_SAMPLES / sample_rate / 3600:.1f} h at "
           f"{sample_rate} Hz); generate shorter files")
-    mcfg = configlib.model_config(config)
+    mcfg = config.model
     prime = None
     if args.prime:
       prime = audio.encode(audio.load_audio(args.prime, sample_rate),

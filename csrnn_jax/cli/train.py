@@ -166,7 +166,7 @@ def _main(argv):
     from csrnn_jax import configlib  # pylint: disable=import-outside-toplevel
     print(f"config file: {flags.FLAGS['config'].config_filename}",
           file=sys.stderr)
-    print(configlib.to_json(configlib.validate(_CONFIG.value)))
+    print(configlib.validate(_CONFIG.value).to_json(indent=2, sort_keys=True))
     return 0
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
@@ -174,11 +174,12 @@ def _main(argv):
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
+  from csrnn_jax import configlib
   from csrnn_jax import rundir
   from csrnn_jax import trainer
   try:
     result = trainer.train_and_evaluate(
-        _CONFIG.value, _WORKDIR.value,
+        configlib.resolve(_CONFIG.value), _WORKDIR.value,
         accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError,
           rundir.WorkdirBusy, trainer.StorageError) as e:

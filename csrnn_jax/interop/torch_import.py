@@ -469,14 +469,9 @@ def import_run(checkpoint_path, workdir, class_names=None, **given):
         f"nb_classes={nb_classes}; give one name per class, in one-hot order")
   cfg = model_config(hparams)
   params = params_from_torch(state_dict, cfg)
-  config = configlib.base_config()
-  config.name = "imported"
-  config.workdir = os.fspath(workdir)
-  for field in ("frame_sizes", "dim", "n_rnn", "q_levels", "cond_dim",
-                "weight_norm", "learn_h0", "quantization"):
-    setattr(config.model, field, getattr(cfg, field))
-  config.data.class_names = names
-  configlib.validate(config)
+  config = configlib.RunConfig(
+      name="imported", workdir=os.fspath(workdir), model=cfg,
+      data=configlib.DataConfig(class_names=names))
   record = provenance.collect(seed=config.seed)
   record["imported_from"] = {
       "path": os.path.abspath(checkpoint_path),
