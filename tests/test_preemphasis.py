@@ -43,9 +43,8 @@ def test_written_audio_is_one_pass_decode_of_prime_and_samples(tmp_path):
 
 def test_evaluation_hears_real_clips_through_the_models_filter(tiny_dataset):
   from csrnn_jax import audio_eval  # pylint: disable=import-outside-toplevel
-  from csrnn_jax import data  # pylint: disable=import-outside-toplevel
-  chunks = [c for c in data.load_manifest(tiny_dataset)["chunks"]
-            if c["split"] == "test"]
+  from csrnn_jax import dataset  # pylint: disable=import-outside-toplevel
+  chunks = dataset.split_chunks(dataset.read_manifest(tiny_dataset), "test")
   clips = audio_eval.load_dataset_clips(tiny_dataset, "test", 256, "mu-law",
                                         0.85)
   assert len(clips) == len(chunks) > 0

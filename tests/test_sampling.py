@@ -16,10 +16,10 @@ import soundfile as sf
 from csrnn_jax import audio
 from csrnn_jax import model as M
 from csrnn_jax import outputs
-from csrnn_jax import sample_cli
 from csrnn_jax import sampling
 from csrnn_jax import sharding
 from csrnn_jax import trainer
+from csrnn_jax.cli import sample as sample_cli
 from test_model import randomize
 from test_trainer import tiny_config
 
@@ -482,12 +482,12 @@ def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
                                                                tmp_path):
   """A recipe records its sampling settings in config.sample; sample.py
   uses them unless a flag says otherwise."""
-  from csrnn_jax import checkpoint as checkpoint_lib
   from csrnn_jax import configlib
+  from csrnn_jax import rundir
   run = tmp_path / "run"
   import shutil
   shutil.copytree(trained_run, run)
-  config = checkpoint_lib.read_config(str(run))
+  config = rundir.read_config(str(run))
   config.sample.temperature = 0.8
   config.sample.min_p = 0.05
   (run / "config.json").write_text(configlib.to_json(config))
@@ -682,14 +682,13 @@ def test_morph_schedule_gives_each_top_frame_its_condition():
 def test_sample_cli_morph_with_guidance(trained_run, tmp_path):
   """A constant schedule is the plain condition, bit for bit (plain and
   guided); a morph changes the audio and writes the judge's figure."""
-  from csrnn_jax import sample_cli as cli
   args = [f"--workdir={trained_run}", "--seconds", "0.05", "--guidance", "2"]
-  assert cli.main(args + ["--cond", "bells", "--out",
-                          str(tmp_path / "plain")]) == 0
-  assert cli.main(args + ["--cond-schedule", "bells@0,bells@0.02",
-                          "--cond-schedule", "bells@0,wind=0.5+organ=0.5@0.02",
-                          "--morph", "step",
-                          "--out", str(tmp_path / "morph")]) == 0
+  assert sample_cli.main(args + ["--cond", "bells", "--out",
+                                 str(tmp_path / "plain")]) == 0
+  assert sample_cli.main(args + [
+      "--cond-schedule", "bells@0,bells@0.02",
+      "--cond-schedule", "bells@0,wind=0.5+organ=0.5@0.02", "--morph", "step",
+      "--out", str(tmp_path / "morph")]) == 0
   plain, = (tmp_path / "plain").glob("*.wav")
   constant, morph = sorted((tmp_path / "morph").glob("*.wav"))
   assert constant.name == "morph-step-bells@0s-bells@0.02s_seed0_t1_g2.wav"

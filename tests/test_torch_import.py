@@ -22,6 +22,8 @@ from test_model import generator_log_probs  # noqa: E402
 
 from csrnn_jax import checkpoint  # noqa: E402
 from csrnn_jax import model as M  # noqa: E402
+from csrnn_jax.cli import export_torch  # noqa: E402
+from csrnn_jax.cli import import_torch  # noqa: E402
 from csrnn_jax.interop import torch_import as TI  # noqa: E402
 from csrnn_jax.interop import torch_reference as R  # noqa: E402
 
@@ -299,17 +301,17 @@ def test_cli_import_then_export(tmp_path, capsys):
   source = tmp_path / "best-ep3-it900"
   TI.save_torch_checkpoint(state_dict, source)
   run = tmp_path / "run"
-  assert TI.main_import([str(source), "--frame-sizes", "4", "3", "--out",
-                         str(run)]) == 2
+  assert import_torch.main([str(source), "--frame-sizes", "4", "3",
+                            "--workdir", str(run)]) == 2
   assert "upsampling.bias has shape (16, 2)" in capsys.readouterr().err
-  assert TI.main_import([str(source), "--frame-sizes", "4", "2", "--dim",
-                         "16", "--nb-classes", "2", "--class-names",
-                         "happy,sad", "--out", str(run)]) == 0
+  assert import_torch.main([str(source), "--frame-sizes", "4", "2", "--dim",
+                            "16", "--nb-classes", "2", "--class-names",
+                            "happy,sad", "--workdir", str(run)]) == 0
   config, cfg, _, params, _ = checkpoint.load_run(str(run))
   assert tuple(config.data.class_names) == ("happy", "sad")
   assert cfg.quantization == "linear-minmax" and cfg.frame_sizes == (4, 4, 8)
   out = tmp_path / "back.pt"
-  assert TI.main_export([str(run), str(out)]) == 0
+  assert export_torch.main(["--workdir", str(run), "--out", str(out)]) == 0
   back = TI.load_torch_checkpoint(out)
   for key, value in state_dict.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)
@@ -325,7 +327,7 @@ def test_unconditional_two_tier_checkpoint_imports_and_generates(tmp_path):
   torch.save(predictor.float().state_dict(), source)  # its trainer's format
   predictor.double()
   run = tmp_path / "run"
-  assert TI.main_import([str(source), "--out", str(run)]) == 0
+  assert import_torch.main([str(source), "--workdir", str(run)]) == 0
   config, cfg, graphdef, params, _ = checkpoint.load_run(str(run))
   assert (cfg.frame_sizes, cfg.n_rnn, cfg.cond_dim) == ((4, 4), 2, 0)
   assert tuple(config.data.class_names) == ()
@@ -366,5 +368,6 @@ def test_lstm_checkpoint_is_refused_on_import(tmp_path, capsys):
     TI.infer_hyperparameters(state_dict)
   source = tmp_path / "lstm.pt"
   TI.save_torch_checkpoint(state_dict, source)
-  assert TI.main_import([str(source), "--out", str(tmp_path / "run")]) == 2
+  assert import_torch.main([str(source), "--workdir",
+                            str(tmp_path / "run")]) == 2
   assert "an LSTM's" in capsys.readouterr().err
