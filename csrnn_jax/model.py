@@ -43,27 +43,36 @@ DROPOUT_TAG = 3
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Hyperparameters of one model; validated on construction."""
-  frame_sizes: tuple[int, ...] = (16, 16, 64)
-  dim: int = 1024
-  n_rnn: int = 1
-  q_levels: int = 256
-  cond_dim: int = 0
-  weight_norm: bool = True
-  learn_h0: bool = True
-  quantization: str = "linear"
-  sample_input: str = "taps"  # "conv" is the plain reference path.
-  gru_backend: str = "auto"  # auto | scan (reference) | fused | pallas
-  cell: str = "gru"  # the frame tiers' recurrent cell: gru | lstm
-  lstm_forget_bias: float = 0.0  # initial forget-gate bias (cell="lstm")
-  skip_conn: bool = False  # every frame tier's output reaches the MLP
-  rnn_dropout: float = 0.0  # dropout on each RNN layer's output (training)
-  null_cond: str = "zeros"  # the null condition: zeros | learned
+  """The model: its tiers, sizes and options; validated on construction."""
+  frame_sizes: tuple[int, ...] = (16, 16, 64)  # (FS(1), ..., FS(K)) in
+                                               # samples, bottom first
+  dim: int = 1024  # units of each frame tier's RNN and of the MLP
+  n_rnn: int = 1  # RNN layers per frame tier
+  q_levels: int = 256  # Q: quantisation levels (the softmax's size)
+  cond_dim: int = 0  # C, the condition's length; -1 in a config file: from
+                     # the dataset (number of classes / vector length)
+  weight_norm: bool = True  # weight norm on the layers (the reference's)
+  learn_h0: bool = True  # the RNNs' initial state is learned, else zeros
+  quantization: str = "linear"  # linear | mu-law | linear-minmax
+  sample_input: str = "taps"  # taps | conv (the plain reference)
+  gru_backend: str = "auto"  # auto | scan (the reference) | fused | pallas
+  cell: str = "gru"  # the frame tiers' RNN: gru (the reference) | lstm
+  lstm_forget_bias: float = 0.0  # initial forget-gate bias of LSTM cells,
+                                 # e.g. 3
+  skip_conn: bool = False  # every frame tier's output also reaches the MLP
+  rnn_dropout: float = 0.0  # dropout on each RNN layer's outputs, training
+                            # only
+  null_cond: str = "zeros"  # zeros | learned: the condition of "no
+                            # condition"
   cond_mlp: bool = False  # the condition also enters the sample-level MLP
-  cond_embed_dim: int = 0  # > 0: a learned condition embedding of this size
-  preemphasis: float = 0.0  # noise shaping (audio.encode / decode); 0 = off
+  cond_embed_dim: int = 0  # > 0: a learned linear condition embedding (no
+                           # bias)
+  preemphasis: float = 0.0  # noise shaping filter coefficient in [0, 1),
+                            # e.g. 0.85
   compute_dtype: str = "float32"  # matmul operands: float32 | bfloat16
-  matmul_precision: str = "highest"  # float32 matmuls: highest | high | default
+                                  # (mixed)
+  matmul_precision: str = "highest"  # highest (float32) | high | default
+                                     # (TF32)
 
   def __post_init__(self):
     object.__setattr__(self, "frame_sizes", tuple(self.frame_sizes))
