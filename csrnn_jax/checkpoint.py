@@ -27,7 +27,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
 from csrnn_jax import rundir
 

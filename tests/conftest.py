@@ -26,4 +26,19 @@ jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_debug_nans", False)
 jax.config.update("jax_default_matmul_precision", "highest")
 
+import pytest  # noqa: E402
+
+import helpers  # noqa: E402
 from audio_fixtures import tiny_dataset  # noqa: E402,F401  (session fixture)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory):  # noqa: F811
+  """configs/tiny.py trained for one chunk batch (W steps, a checkpoint at
+  the end, no validation) once per session, for the tests of sampling, its
+  CLI and the evaluation. Read it only; copy it to change it."""
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  helpers.train_run(helpers.tiny_config(
+      tiny_dataset, num_steps=helpers.WINDOWS_PER_BATCH, eval_every=0),
+      workdir)
+  return workdir

@@ -9,13 +9,16 @@ import importlib.util
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from csrnn_jax import checkpoint as checkpoint_lib
 from csrnn_jax import configlib
 from csrnn_jax import model as model_lib
+from csrnn_jax import sampling
 from csrnn_jax import sharding
 from csrnn_jax import trainer
+from csrnn_jax.kernels import gru
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A 0.5 s chunk of audio_fixtures (8000 samples) holds FS(K) = 16 samples of
@@ -99,3 +102,53 @@ def make(cfg, seed=0):
 def random_x(batch, length, q=256, seed=1):
   """int32 (batch, length) random levels in [0, q)."""
   return jax.random.randint(jax.random.key(seed), (batch, length), 0, q)
+
+
+def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):
+  """log p(x_t | x_<t) from the training forward, after q_zero silence (and
+  an optional prefix whose length is a multiple of FS(K))."""
+  m = model_lib.bind(graphdef, params)
+  lookback = m.cfg.lookback
+  parts = [jnp.full((x_BxN.shape[0], lookback), 128, jnp.int32)]
+  if prefix_BxP is not None:
+    parts.append(prefix_BxP)
+  x = jnp.concatenate(parts + [jnp.asarray(x_BxN)], axis=1)
+  logits, _ = m.forward(x, cond, m.initial_carry(x.shape[0]))
+  logp = jax.nn.log_softmax(logits)
+  skip = 0 if prefix_BxP is None else prefix_BxP.shape[1]
+  return jnp.take_along_axis(logp[:, skip:], jnp.asarray(x_BxN)[..., None],
+                             -1)[..., 0], logits[:, skip:]
+
+
+def generator_log_probs(graphdef, params, x_BxW, cond_BxNxC):
+  """The production generator fed x_BxW's samples after the first FS(K)
+  (teacher forcing, ``Generator.score``), from the state a window starts
+  in: h0, and those FS(K) samples as the frame before. Returns every level's
+  log-probability at each position, (B, W - FS(K), Q), as ``forward``."""
+  gen = sampling.Generator(graphdef, params)
+  lookback = gen.cfg.lookback
+  b, w = x_BxW.shape
+  plan = gen.plan(cond_BxNxC, np.arange(b), w - lookback)
+  start = sampling.GenState(model_lib.bind(graphdef, params).initial_carry(b),
+                            jnp.asarray(x_BxW[:, :lookback], jnp.int32))
+  _, logp_BxTxQ = gen.score(plan, start, np.arange(plan.n_frames),
+                            x_BxW[:, lookback:])
+  return logp_BxTxQ
+
+
+def gru_inputs(seed=0, b=3, t=9, d=8, h=12):
+  """Random (x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh) of a GRU layer."""
+  k = jax.random.split(jax.random.key(seed), 6)
+  return (jax.random.normal(k[0], (b, t, d)), jax.random.normal(k[1], (b, h)),
+          0.3 * jax.random.normal(k[2], (d, 3 * h)),
+          0.3 * jax.random.normal(k[3], (h, 3 * h)),
+          0.3 * jax.random.normal(k[4], (3 * h,)),
+          0.3 * jax.random.normal(k[5], (3 * h,)))
+
+
+def gru_loss(backend, *args):
+  """A scalar of every output of ``gru.gru_sequence`` (their gradients
+  reach every input)."""
+  h_BxTxH, h_last = gru.gru_sequence(*args, backend=backend)
+  weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
+  return jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)

@@ -5,6 +5,7 @@ real audio, crash rates over long clips, mixes, the JSON/Markdown output and
 evaluate --generated."""
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -14,10 +15,8 @@ from audio_fixtures import synth
 from csrnn_jax import audio
 from csrnn_jax import audio_eval
 from csrnn_jax import crash
-from csrnn_jax import trainer
 from csrnn_jax.cli import evaluate
 from csrnn_jax.cli import sample as sample_cli
-from test_trainer import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -385,10 +384,10 @@ def test_mixes_from_sidecars_and_their_score(tmp_path):
     audio_eval.load_generated(tmp_path, SR, CLASSES)
 
 
-def test_evaluate_generated_flag(tiny_dataset, tmp_path, capsys):
-  config = tiny_config(tiny_dataset, num_steps=31, eval_every=0)
+def test_evaluate_generated_flag(trained_run, tiny_dataset, tmp_path,
+                                 capsys):
   run = tmp_path / "run"
-  trainer.train_and_evaluate(config, str(run))
+  shutil.copytree(trained_run, run)  # evaluate writes its eval file there
   # "Generated" clips as sample.py names them: real valid clips and a crash.
   gen = tmp_path / "gen"
   gen.mkdir()

@@ -22,9 +22,7 @@ def copy(params):  # the chunk step donates its params
 
 
 def train_cfg(rate):
-  t = configlib.base_config().train  # every option off but this one
-  t.cond_dropout = rate
-  return t
+  return configlib.TrainConfig(cond_dropout=rate)  # every other option off
 
 
 def test_null_condition_zeros_adds_no_parameter_and_learned_one_does():

@@ -14,8 +14,7 @@ from csrnn_jax import crash_guard
 from csrnn_jax import model as M
 from csrnn_jax import outputs
 from csrnn_jax import sampling
-from test_model import randomize
-from test_sampling import teacher_forced_logp
+from helpers import randomize, teacher_forced_logp
 
 SR = 16000
 SEGMENT = 160  # samples: 0.01 s, 10 top frames of 16
@@ -189,3 +188,14 @@ def test_generation_does_not_import_the_evaluation():
   assert {"csrnn_jax.crash", "csrnn_jax.sampling"} <= imported
   assert not imported & {"csrnn_jax.audio_eval", "csrnn_jax.data",
                          "csrnn_jax.evaluate"}
+
+
+def test_crash_guard_rewinds_lstm_state():
+  """A rewound row restarts from its saved (h, c): the redrawn audio's
+  log-probabilities are still the training forward's."""
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3, n_rnn=2,
+                      cell="lstm")
+  graphdef, params = M.build(cfg, 0)
+  params = randomize(params, 3, scale=0.2)
+  assert_rewound_row_follows_the_model(
+      sampling.Generator(graphdef, params), np.eye(3)[:2], 800)

@@ -27,6 +27,7 @@ from csrnn_jax.kernels import gru
 from csrnn_jax.kernels import lstm
 from csrnn_jax.kernels import pallas_gpu
 from csrnn_jax.kernels import sample_step
+from helpers import gru_inputs, gru_loss
 
 S = jax.ShapeDtypeStruct
 # The custom call of a Triton kernel: jaxlib 0.10 names it the first way,
@@ -112,7 +113,8 @@ def _ambient(**model):
   config = configlib.paper_config("ambient")
   config.model.cond_dim = 4
   config.model.update(model)
-  return config, configlib.model_config(config)
+  run = configlib.from_dict(configlib.validate(config).to_dict())
+  return run, run.model
 
 
 @pytest.mark.parametrize("backend,kernels", [("fused", 0), ("pallas", 2)])
@@ -241,14 +243,13 @@ def test_matmul_precision_changes_nothing_on_the_cpu():
   matmul's. So the default ("highest") keeps the CPU's numerics of before
   the setting existed."""
   from csrnn_jax import numerics
-  from test_kernels import _gru_inputs, _loss
-  args = _gru_inputs()
+  args = gru_inputs()
   x, w = args[0], args[2]
   results = []
   for precision in ("highest", "default"):
     with numerics.matmul_precision_scope(precision):
       results.append(jax.jit(jax.value_and_grad(
-          lambda *a: _loss("fused", *a), argnums=range(6)))(*args))
+          lambda *a: gru_loss("fused", *a), argnums=range(6)))(*args))
       results.append(jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(
           numerics.dense(x, w, "bfloat16"))), argnums=(0, 1)))(x, w))
   for a, b in zip(*map(jax.tree_util.tree_leaves, (results[:2], results[2:]))):

@@ -10,13 +10,11 @@ from csrnn_jax import augment
 from csrnn_jax import configlib
 from csrnn_jax import model as M
 from csrnn_jax import trainer
-from test_model import make, random_x
+from helpers import make, random_x
 
 
 def train_cfg(rate, levels=2):
-  t = configlib.base_config().train
-  t.input_noise, t.input_noise_levels = rate, levels
-  return t
+  return configlib.TrainConfig(input_noise=rate, input_noise_levels=levels)
 
 
 def noisy(rate, levels, x_BxW, seed=0):

@@ -12,26 +12,11 @@ import pytest
 from csrnn_jax import model as M
 from csrnn_jax.kernels import gru
 from csrnn_jax.kernels import lstm
-from test_model import make, random_x
-
-
-def _gru_inputs(seed=0, b=3, t=9, d=8, h=12):
-  k = jax.random.split(jax.random.key(seed), 6)
-  return (jax.random.normal(k[0], (b, t, d)), jax.random.normal(k[1], (b, h)),
-          0.3 * jax.random.normal(k[2], (d, 3 * h)),
-          0.3 * jax.random.normal(k[3], (h, 3 * h)),
-          0.3 * jax.random.normal(k[4], (3 * h,)),
-          0.3 * jax.random.normal(k[5], (3 * h,)))
-
-
-def _loss(backend, *args):
-  h_BxTxH, h_last = gru.gru_sequence(*args, backend=backend)
-  weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
-  return jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+from helpers import gru_inputs, gru_loss, make, random_x
 
 
 def _lstm_inputs(seed=0, b=3, t=9, d=8, h=12):
-  """As ``_gru_inputs`` with four gates and the state (h0, c0)."""
+  """As ``helpers.gru_inputs`` with four gates and the state (h0, c0)."""
   k = jax.random.split(jax.random.key(seed), 7)
   return (jax.random.normal(k[0], (b, t, d)),
           (jax.random.normal(k[1], (b, h)), jax.random.normal(k[6], (b, h))),
@@ -82,14 +67,14 @@ def test_lstm_backend_matches_scan_reference(backend, compute_dtype):
 
 @pytest.mark.parametrize("backend", ["fused", "pallas"])
 def test_gru_backend_matches_scan_reference(backend):
-  args = _gru_inputs()
+  args = gru_inputs()
   ref, ref_last = gru.gru_sequence(*args, backend="scan")
   out, out_last = jax.jit(lambda *a: gru.gru_sequence(*a, backend=backend))(
       *args)
   np.testing.assert_allclose(out, ref, atol=1e-5)
   np.testing.assert_allclose(out_last, ref_last, atol=1e-5)
-  grads_ref = jax.grad(lambda *a: _loss("scan", *a), argnums=range(6))(*args)
-  grads = jax.jit(jax.grad(lambda *a: _loss(backend, *a),
+  grads_ref = jax.grad(lambda *a: gru_loss("scan", *a), argnums=range(6))(*args)
+  grads = jax.jit(jax.grad(lambda *a: gru_loss(backend, *a),
                            argnums=range(6)))(*args)
   for g, g_ref in zip(grads, grads_ref):
     assert float(jnp.abs(g_ref).max()) > 0
@@ -104,7 +89,7 @@ def test_pallas_recurrence_at_ragged_sizes_matches_scan(cell):
   kernel tile by tile: values 1e-5, gradients 1e-5 of their scale."""
   shape = dict(b=20, t=4, d=8, h=40)
   if cell == "gru":
-    args, sequence = _gru_inputs(**shape), gru.gru_sequence
+    args, sequence = gru_inputs(**shape), gru.gru_sequence
   else:
     args, sequence = _lstm_inputs(**shape), lstm.lstm_sequence
 

@@ -10,23 +10,7 @@ from csrnn_jax import audio
 from csrnn_jax import model as M
 from csrnn_jax import sampling
 from csrnn_jax.kernels import taps
-
-
-def randomize(params, seed=0, scale=0.3):
-  """Every parameter random (init zeros biases and h0, which hide bugs)."""
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  new = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
-  return jax.tree_util.tree_unflatten(treedef, new)
-
-
-def make(cfg, seed=0):
-  graphdef, params = M.build(cfg, seed)
-  return graphdef, randomize(params, seed)
-
-
-def random_x(batch, length, q=256, seed=1):
-  return jax.random.randint(jax.random.key(seed), (batch, length), 0, q)
+from helpers import generator_log_probs, make, random_x
 
 
 def numpy_torch_gru(x_TxD, h_H, w_ih_3HxD, w_hh_3HxH, b_ih, b_hh):
@@ -207,22 +191,6 @@ def test_tbptt_two_windows_equal_one(n_rnn, cell):
   for a, b in zip(jax.tree_util.tree_leaves(carry),
                   jax.tree_util.tree_leaves(carry_whole)):
     np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-def generator_log_probs(graphdef, params, x_BxW, cond_BxNxC):
-  """The production generator fed x_BxW's samples after the first FS(K)
-  (teacher forcing, ``Generator.score``), from the state a window starts
-  in: h0, and those FS(K) samples as the frame before. Returns every level's
-  log-probability at each position, (B, W - FS(K), Q), as ``forward``."""
-  gen = sampling.Generator(graphdef, params)
-  lookback = gen.cfg.lookback
-  b, w = x_BxW.shape
-  plan = gen.plan(cond_BxNxC, np.arange(b), w - lookback)
-  start = sampling.GenState(M.bind(graphdef, params).initial_carry(b),
-                            jnp.asarray(x_BxW[:, :lookback], jnp.int32))
-  _, logp_BxTxQ = gen.score(plan, start, np.arange(plan.n_frames),
-                            x_BxW[:, lookback:])
-  return logp_BxTxQ
 
 
 @pytest.mark.parametrize("cond_dim,n_rnn,frame_sizes,options",
@@ -597,7 +565,7 @@ def test_training_with_rnn_dropout_is_the_same_on_four_devices():
   from csrnn_jax import configlib, sharding, trainer  # pylint: disable=import-outside-toplevel
   graphdef, params = dropout_model(0.3, cell="lstm")
   plain_graphdef, _ = dropout_model(0.0, cell="lstm")
-  tx = trainer.make_optimizer(configlib.base_config().train)
+  tx = trainer.make_optimizer(configlib.TrainConfig())
   x = random_x(4, 16 + 64)
   windows_NxBxW = jnp.stack([x[:, :48], x[:, 32:]])
   cond_BxC, mask_B = jnp.eye(3)[jnp.array([0, 1, 2, 0])], jnp.ones(4)

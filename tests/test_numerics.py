@@ -12,8 +12,7 @@ from csrnn_jax import model as M
 from csrnn_jax import numerics
 from csrnn_jax import trainer
 from csrnn_jax.kernels import gru
-from test_kernels import _gru_inputs, _loss
-from test_trainer import tiny_config
+from helpers import gru_inputs, tiny_run_config
 
 # Rounding to bfloat16 (8 significant bits, round to nearest) moves a value
 # by at most 2^-9 relatively, so a product of two rounded operands moves by
@@ -53,7 +52,7 @@ def test_gru_backends_agree_in_bfloat16(backend):
   h W_hh each step, and in the backward dhp W_hh^T) and sum the rest in
   float32 in another order, so they agree far inside the bf16 error (which
   the float32 run shows: about 1e-2 here)."""
-  args = _gru_inputs()
+  args = gru_inputs()
   run = lambda b, dt: gru.gru_sequence(*args, backend=b, compute_dtype=dt)[0]
   ref, fast = run("scan", "bfloat16"), jax.jit(run, static_argnums=(0, 1))(
       backend, "bfloat16")
@@ -83,7 +82,7 @@ def test_bfloat16_training_tracks_float32(tiny_dataset):
   0.4 % perturbation of each matmul (the bound above) moves the NLL by far
   less than that; a wrong cast (say, weights left in bf16 after the update,
   or a gradient dropped) moves it by more within a few steps."""
-  config = tiny_config(tiny_dataset)
+  config = tiny_run_config(tiny_dataset)
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256, 16,
                                 prefetch=0)
   batch = next(stream)

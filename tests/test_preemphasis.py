@@ -9,7 +9,7 @@ from csrnn_jax import audio
 from csrnn_jax import model as M
 from csrnn_jax import outputs
 from csrnn_jax import sampling
-from test_model import make
+from helpers import make
 
 
 def test_written_audio_is_one_pass_decode_of_prime_and_samples(tmp_path):

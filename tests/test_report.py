@@ -7,7 +7,6 @@ import pathlib
 import pytest
 
 from csrnn_jax import checkpoint as checkpoint_lib
-from csrnn_jax import configlib
 from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as M

@@ -3,7 +3,7 @@ log-likelihood, conditioning, segments, sampling rules, classifier-free
 guidance and mixes, and the sample.py CLI."""
 import dataclasses
 import json
-import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -18,12 +18,10 @@ from csrnn_jax import model as M
 from csrnn_jax import outputs
 from csrnn_jax import sampling
 from csrnn_jax import sharding
-from csrnn_jax import trainer
 from csrnn_jax.cli import sample as sample_cli
-from test_model import randomize
-from test_trainer import tiny_config
+from helpers import REPO, randomize, teacher_forced_logp
+from helpers import WINDOWS_PER_BATCH as W
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +30,6 @@ def tiny_generator():
   graphdef, params = M.build(cfg, 0)
   params = randomize(params, 0, scale=0.2)
   return graphdef, params, sampling.Generator(graphdef, params)
-
-
-def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):
-  """log p(x_t | x_<t) from the training forward, after q_zero silence (and
-  an optional prefix whose length is a multiple of FS(K))."""
-  m = M.bind(graphdef, params)
-  lookback = m.cfg.lookback
-  parts = [jnp.full((x_BxN.shape[0], lookback), 128, jnp.int32)]
-  if prefix_BxP is not None:
-    parts.append(prefix_BxP)
-  x = jnp.concatenate(parts + [jnp.asarray(x_BxN)], axis=1)
-  logits, _ = m.forward(x, cond, m.initial_carry(x.shape[0]))
-  logp = jax.nn.log_softmax(logits)
-  skip = 0 if prefix_BxP is None else prefix_BxP.shape[1]
-  return jnp.take_along_axis(logp[:, skip:], jnp.asarray(x_BxN)[..., None],
-                             -1)[..., 0], logits[:, skip:]
 
 
 @pytest.fixture
@@ -447,14 +429,6 @@ def test_memory_of_a_long_generation_does_not_grow_with_its_length(
   segments.close()
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_dataset, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("sampled") / "run"
-  config = tiny_config(tiny_dataset, num_steps=31, eval_every=0)
-  trainer.train_and_evaluate(config, str(workdir))
-  return workdir
-
-
 def test_sample_cli_end_to_end(trained_run, tmp_path):
   out = tmp_path / "out"
   done = subprocess.run(
@@ -472,7 +446,7 @@ def test_sample_cli_end_to_end(trained_run, tmp_path):
     assert (info.samplerate, info.channels, info.frames) == (16000, 1, 1600)
     assert info.subtype == "PCM_16"
     side = json.loads(wav.with_suffix(".json").read_text())
-    assert side["checkpoint_step"] == 31 and len(side["config_sha256"]) == 64
+    assert side["checkpoint_step"] == W and len(side["config_sha256"]) == 64
     assert side["temperature"] == 0.9 and side["log_likelihood_nats"] < 0
     assert side["condition_vector"] in ([1.0, 0, 0], [0, 0, 1.0])
   assert (out / "spectrograms.png").stat().st_size > 10_000
@@ -485,11 +459,9 @@ def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
   from csrnn_jax import configlib
   from csrnn_jax import rundir
   run = tmp_path / "run"
-  import shutil
   shutil.copytree(trained_run, run)
-  config = rundir.read_config(str(run))
-  config.sample.temperature = 0.8
-  config.sample.min_p = 0.05
+  config = configlib.replace(rundir.read_config(str(run)), **{
+      "sample.temperature": 0.8, "sample.min_p": 0.05})
   (run / "config.json").write_text(configlib.to_json(config))
   out = tmp_path / "out"
   assert sample_cli.main([f"--workdir={run}", "--cond", "bells", "--seconds",
@@ -572,7 +544,7 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
                                             "this run's classes: bells, "
                                             "organ, wind"),
     (["--cond", "bells", "--guidance", "2", "--top-p", "0"], "top_p=0.0"),
-    (["--step", "999"], "no checkpoint at step 999 .* available: 31"),
+    (["--step", "999"], f"no checkpoint at step 999 .* available: {W}"),
 ])
 def test_sample_cli_errors(trained_run, capsys, args, message):
   assert sample_cli.main([f"--workdir={trained_run}"] + args) == 2
@@ -646,19 +618,6 @@ def test_lstm_generation_sharded_equals_one_device(option_generator):
       cond, [1, 2, 3], 32)
   np.testing.assert_array_equal(many[0], one[0])
   np.testing.assert_allclose(many[1], one[1], atol=1e-5)
-
-
-def test_crash_guard_rewinds_lstm_state():
-  """A rewound row restarts from its saved (h, c): the redrawn audio's
-  log-probabilities are still the training forward's."""
-  # pylint: disable-next=import-outside-toplevel
-  from test_crash_guard import assert_rewound_row_follows_the_model
-  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=3, n_rnn=2,
-                      cell="lstm")
-  graphdef, params = M.build(cfg, 0)
-  params = randomize(params, 3, scale=0.2)
-  assert_rewound_row_follows_the_model(
-      sampling.Generator(graphdef, params), np.eye(3)[:2], 800)
 
 
 def test_morph_schedule_gives_each_top_frame_its_condition():

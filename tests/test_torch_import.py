@@ -18,7 +18,7 @@ torch = pytest.importorskip(
     "torch", reason="the PyTorch interop tests need torch: "
     "pip install -e '.[torch]' in the checkout (or pip install torch==2.13.0)")
 
-from test_model import generator_log_probs  # noqa: E402
+from helpers import generator_log_probs  # noqa: E402
 
 from csrnn_jax import checkpoint  # noqa: E402
 from csrnn_jax import model as M  # noqa: E402

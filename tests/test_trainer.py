@@ -4,7 +4,6 @@ one-window-per-dispatch, the loss in bits, the hidden state carried across a
 chunk batch's windows."""
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
