@@ -628,4 +628,4 @@ def evaluate_generated_dir(config, generated_dir: str) -> dict:
   m = config.model
   return evaluate_folder(generated_dir, config.data.dataset_dir,
                          list(config.data.class_names), m.q_levels,
-                         m.quantization, m.get("preemphasis", 0.0))
+                         m.quantization, m.preemphasis)

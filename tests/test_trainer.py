@@ -95,6 +95,7 @@ def test_sigkill_mid_run_then_resume_to_completion(tiny_dataset, tmp_path):
   steps = 12 * WINDOWS_PER_BATCH
   cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
          f"--config.data.dataset_dir={tiny_dataset}",
+         "--config.train.seq_len=1024",  # tiny_config's: W windows a batch
          f"--config.train.num_steps={steps}",
          f"--config.train.checkpoint_every={WINDOWS_PER_BATCH}",
          "--config.train.eval_every=0", f"--workdir={workdir}"]
@@ -130,6 +131,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path):
   workdir = tmp_path / "terminated"
   cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
          f"--config.data.dataset_dir={tiny_dataset}",
+         "--config.train.seq_len=1024",  # tiny_config's: W windows a batch
          "--config.train.num_steps=100000", "--config.train.eval_every=0",
          "--config.train.checkpoint_every=100000", f"--workdir={workdir}"]
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
