@@ -84,7 +84,8 @@ def quantize(x, q_levels: int = 256, method: str = "linear") -> np.ndarray:
     return _linear_quantize(x, q_levels)
   if method == "mu-law":
     return _linear_quantize(mu_law_encode(x, q_levels - 1), q_levels)
-  # linear-minmax, as the reference: (x - min) / (max - min) * (Q - eps) + eps/2.
+  # linear-minmax, as the reference:
+  # (x - min) / (max - min) * (Q - eps) + eps/2.
   x = np.asarray(x, np.float64)
   lo, span = x.min(), x.max() - x.min()
   if span == 0.0:  # a constant signal has no range: call it silence.

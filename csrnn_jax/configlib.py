@@ -188,7 +188,8 @@ def check_override(path: str, text: str | None) -> None:
   section = base_config()
   parts = path.split(".")
   for i, part in enumerate(parts):
-    if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+    if (not isinstance(section, ml_collections.ConfigDict)
+        or part not in section):
       raise _unknown_key(path)
     section = section[part]
     if i < len(parts) - 1 and not isinstance(section,

@@ -29,7 +29,8 @@ from csrnn_jax import sharding as sharding_lib
 
 
 def make_chunk_nll(graphdef, lookback: int):
-  """jit: (params, windows_NxBxW, cond_BxC) -> summed NLL in nats per row (B,)."""
+  """jit: (params, windows_NxBxW, cond_BxC) -> summed NLL in nats per row,
+  (B,)."""
 
   @jax.jit
   def chunk_nll(params, windows_NxBxW, cond_BxC):

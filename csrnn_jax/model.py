@@ -167,7 +167,8 @@ class ModelConfig:
 
   @property
   def upsample_ratios(self) -> tuple[int, ...]:
-    """r_k for frame tiers 2..K (bottom first): r_2 = FS(2), else FS(k)/FS(k-1)."""
+    """r_k for frame tiers 2..K (bottom first): r_2 = FS(2), else
+    FS(k)/FS(k-1)."""
     fs = self.frame_sizes
     return (fs[1],) + tuple(fs[k] // fs[k - 1] for k in range(2, len(fs)))
 
@@ -355,7 +356,8 @@ class FrameTier(nnx.Module):
 
   @jax.named_scope("project")
   def project(self, u_BxTxN, cond_BxTxC):
-    """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) -> (B, T, dim)."""
+    """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) ->
+    (B, T, dim)."""
     return (numerics.dense(jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1),
                            self.input(), self.compute_dtype)
             + self.input_bias[...])
@@ -690,7 +692,8 @@ def bind(graphdef, params) -> CSampleRNN:
 def token_nll(logits_BxTxQ, target_BxT):
   """Negative log-likelihood (nats) of each target sample: (B, T)."""
   logp_BxTxQ = jax.nn.log_softmax(logits_BxTxQ, axis=-1)
-  return -jnp.take_along_axis(logp_BxTxQ, target_BxT[..., None], axis=-1)[..., 0]
+  return -jnp.take_along_axis(logp_BxTxQ, target_BxT[..., None],
+                              axis=-1)[..., 0]
 
 
 def param_count(params) -> int:

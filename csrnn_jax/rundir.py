@@ -186,7 +186,7 @@ class Run:
   """What a run directory records (``load``); checkpoints and metrics are
   read by their own modules."""
   workdir: str
-  config: object  # the resolved config (``read_config``)
+  config: configlib.RunConfig  # the resolved config (``read_config``)
   sessions: list[dict]  # provenance.json's records, oldest first
   evals: dict[str, dict[int, dict]]  # {split: {step: evaluate's result}}
 

@@ -230,8 +230,9 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
     per_window = []
     for index in range(windows_NxBxW.shape[0]):
       params, opt_state, carry, metrics = jitted_step(
-          params, opt_state, carry, jnp.asarray(index == 0), windows_NxBxW[index],
-          cond_BxC, mask_B, jax.random.fold_in(windows_key, index), chunk_key)
+          params, opt_state, carry, jnp.asarray(index == 0),
+          windows_NxBxW[index], cond_BxC, mask_B,
+          jax.random.fold_in(windows_key, index), chunk_key)
       per_window.append(metrics)
     stacked = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_window)
     return params, opt_state, stacked

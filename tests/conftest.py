@@ -2,8 +2,8 @@
 
 - 4 fake CPU devices, for the tests about sharding. Every other run trains
   on one of them (``helpers.train``), as on a laptop.
-- A persistent compilation cache in .cache/jax-tests (``JAX_COMPILATION_CACHE_DIR``
-  to move it), which the subprocesses that tests start inherit through the
+- A persistent compilation cache in .cache/jax-tests
+  (``JAX_COMPILATION_CACHE_DIR`` to move it), which the subprocesses that tests start inherit through the
   environment: a program compiled once, by any test or by an earlier session,
   is read back instead of compiled again.
 - float32 matmuls at full precision, as the tolerances assume.

@@ -89,7 +89,8 @@ def randomize(params, seed=0, scale=0.3):
   """Every parameter random (init zeros biases and h0, which hide bugs)."""
   leaves, treedef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  new = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+  new = [x + scale * jax.random.normal(k, x.shape)
+         for x, k in zip(leaves, keys)]
   return jax.tree_util.tree_unflatten(treedef, new)
 
 
