@@ -95,32 +95,32 @@ def mfcc(wave_T, sample_rate: int) -> np.ndarray:
   x_T = np.asarray(wave_T, np.float32)
   if len(x_T) < n_fft:
     x_T = np.pad(x_T, (0, n_fft - len(x_T)))
-  frames_FxN = np.lib.stride_tricks.sliding_window_view(x_T, n_fft)[::hop]
-  window_N = scipy.signal.windows.hann(n_fft, sym=False)
-  power_FxK = np.abs(np.fft.rfft(frames_FxN * window_N, axis=1)) ** 2
+  frames_FxL = np.lib.stride_tricks.sliding_window_view(x_T, n_fft)[::hop]
+  window_L = scipy.signal.windows.hann(n_fft, sym=False)
+  power_FxE = np.abs(np.fft.rfft(frames_FxL * window_L, axis=1)) ** 2
   # einsum, not a BLAS matmul: a product this small runs 10 to 100 times
   # slower on BLAS threads when the cores are busy.
-  mel_MxF = np.einsum("mk,fk->mf", _mel_basis(sample_rate, n_fft), power_FxK)
-  db_MxF = 10 * np.log10(np.maximum(mel_MxF, 1e-10))
-  db_MxF = np.maximum(db_MxF, db_MxF.max() - 80.0)
-  return scipy.fft.dct(db_MxF, axis=0, norm="ortho")[:N_MFCC]
+  mel_ExF = np.einsum("mk,fk->mf", _mel_basis(sample_rate, n_fft), power_FxE)
+  db_ExF = 10 * np.log10(np.maximum(mel_ExF, 1e-10))
+  db_ExF = np.maximum(db_ExF, db_ExF.max() - 80.0)
+  return scipy.fft.dct(db_ExF, axis=0, norm="ortho")[:N_MFCC]
 
 
 def segment_features(wave_T, sample_rate: int) -> np.ndarray:
   """(S, 2 * N_MFCC) MFCC means and standard deviations per segment; S is
   the clip's length in whole segments (at least 1), the frames shared out
   evenly."""
-  mfcc_MxF = mfcc(wave_T, sample_rate)
+  mfcc_ExF = mfcc(wave_T, sample_rate)
   n_segments = max(1, len(wave_T) // int(SEGMENT_SECONDS * sample_rate))
-  return np.stack([np.concatenate([seg_MxF.mean(1), seg_MxF.std(1)])
-                   for seg_MxF in np.array_split(mfcc_MxF, n_segments, axis=1)])
+  return np.stack([np.concatenate([seg_ExF.mean(1), seg_ExF.std(1)])
+                   for seg_ExF in np.array_split(mfcc_ExF, n_segments, axis=1)])
 
 
 def loud_frames(wave_T, sample_rate: int) -> np.ndarray:
   """(F, N) the clip's frames (``frames``) with an RMS of at least LOUD_RMS:
   silence does not count (its 8-bit quantisation noise is white)."""
-  frames_FxN, _ = frames(wave_T, sample_rate)
-  return frames_FxN[np.sqrt((frames_FxN ** 2).mean(1)) >= LOUD_RMS]
+  frames_FxL, _ = frames(wave_T, sample_rate)
+  return frames_FxL[np.sqrt((frames_FxL ** 2).mean(1)) >= LOUD_RMS]
 
 
 def _median(values):
@@ -134,11 +134,11 @@ def clip_flatness(wave_T, sample_rate: int) -> float | None:
   (median per class): flute 0.0002, piano 0.003, speech 0.007; sampling
   errors of 1, 2, 4 levels (``add_sampling_noise``) multiply it by 4, 11, 25
   on the voices data and by 2.5, 5, 14 on the demo's piano and violin."""
-  loud_FxN = loud_frames(wave_T, sample_rate)
-  return _median(spectral_flatness(loud_FxN)) if len(loud_FxN) else None
+  loud_FxL = loud_frames(wave_T, sample_rate)
+  return _median(spectral_flatness(loud_FxL)) if len(loud_FxL) else None
 
 
-def autocorrelation_peak(frames_FxN, sample_rate: int) -> np.ndarray:
+def autocorrelation_peak(frames_FxL, sample_rate: int) -> np.ndarray:
   """(F,) per frame (mean removed) the largest local maximum of the
   normalised autocorrelation r(t) = sum_n x[n] x[n+t] / sqrt(sum_n x[n]^2
   sum_n x[n+t]^2) (sums over the N - t samples where both exist) at lags t
@@ -148,20 +148,20 @@ def autocorrelation_peak(frames_FxN, sample_rate: int) -> np.ndarray:
   so that a low-passed signal's slow fall from r(0) = 1 does not count. The
   sums come from an FFT of the frame zero-padded to 2N and cumulative
   energies."""
-  x_FxN = frames_FxN - frames_FxN.mean(1, keepdims=True)
-  n = x_FxN.shape[1]
+  x_FxL = frames_FxL - frames_FxL.mean(1, keepdims=True)
+  n = x_FxL.shape[1]
   lo = int(np.floor(sample_rate / F0_RANGE[1]))
   hi = min(int(np.ceil(sample_rate / F0_RANGE[0])), n - 2)
-  spectrum_FxK = np.fft.rfft(x_FxN, 2 * n, axis=1)
-  lags_L = np.arange(lo - 1, hi + 2)  # one more each side for the maxima.
-  cross_FxL = np.fft.irfft(np.abs(spectrum_FxK) ** 2, 2 * n, axis=1)[:, lags_L]
-  energy_FxN = np.cumsum(x_FxN ** 2, axis=1)
-  head_FxL = energy_FxN[:, n - 1 - lags_L]  # sum of x[n]^2, n < N - t.
-  tail_FxL = energy_FxN[:, -1:] - energy_FxN[:, lags_L - 1]  # n >= t.
-  r_FxL = cross_FxL / np.sqrt(head_FxL * tail_FxL + 1e-30)
-  inner_FxL = r_FxL[:, 1:-1]
-  peak_FxL = (inner_FxL >= r_FxL[:, :-2]) & (inner_FxL >= r_FxL[:, 2:])
-  return np.maximum(np.where(peak_FxL, inner_FxL, 0.0).max(1), 0.0)
+  spectrum_FxE = np.fft.rfft(x_FxL, 2 * n, axis=1)
+  lags_J = np.arange(lo - 1, hi + 2)  # one more each side for the maxima.
+  cross_FxJ = np.fft.irfft(np.abs(spectrum_FxE) ** 2, 2 * n, axis=1)[:, lags_J]
+  energy_FxL = np.cumsum(x_FxL ** 2, axis=1)
+  head_FxJ = energy_FxL[:, n - 1 - lags_J]  # sum of x[n]^2, n < N - t.
+  tail_FxJ = energy_FxL[:, -1:] - energy_FxL[:, lags_J - 1]  # n >= t.
+  r_FxJ = cross_FxJ / np.sqrt(head_FxJ * tail_FxJ + 1e-30)
+  inner_FxJ = r_FxJ[:, 1:-1]
+  peak_FxJ = (inner_FxJ >= r_FxJ[:, :-2]) & (inner_FxJ >= r_FxJ[:, 2:])
+  return np.maximum(np.where(peak_FxJ, inner_FxJ, 0.0).max(1), 0.0)
 
 
 def clip_periodicity(wave_T, sample_rate: int) -> float | None:
@@ -172,9 +172,9 @@ def clip_periodicity(wave_T, sample_rate: int) -> float | None:
   40 times faster than pyin's pitch HMM (0.8 s per 10 s of audio on this
   2-core machine, after a 20 s numba compile), and noise added to a harmonic
   sound lowers it smoothly instead of flipping a voiced flag."""
-  loud_FxN = loud_frames(wave_T, sample_rate)
-  return (_median(autocorrelation_peak(loud_FxN, sample_rate))
-          if len(loud_FxN) else None)
+  loud_FxL = loud_frames(wave_T, sample_rate)
+  return (_median(autocorrelation_peak(loud_FxL, sample_rate))
+          if len(loud_FxL) else None)
 
 
 def add_sampling_noise(wave_T, spread: int, rng, q_levels: int = 256,
@@ -204,20 +204,20 @@ def noisy_copies(clips, spread: int, **quantisation) -> list[Clip]:
           for c in clips]
 
 
-def frechet_distance(a_NxD, b_MxD) -> float:
+def frechet_distance(a_NxE, b_NxE) -> float:
   """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2).
 
   The symmetric form needs only eigendecompositions of PSD matrices, so it
   stays real and finite when N < D makes the covariances singular.
   """
-  a_NxD, b_MxD = np.asarray(a_NxD, np.float64), np.asarray(b_MxD, np.float64)
-  if len(a_NxD) < 2 or len(b_MxD) < 2:
+  a_NxE, b_NxE = np.asarray(a_NxE, np.float64), np.asarray(b_NxE, np.float64)
+  if len(a_NxE) < 2 or len(b_NxE) < 2:
     raise ValueError("the Frechet distance needs at least 2 vectors per set")
-  cov_a, cov_b = np.cov(a_NxD, rowvar=False), np.cov(b_MxD, rowvar=False)
+  cov_a, cov_b = np.cov(a_NxE, rowvar=False), np.cov(b_NxE, rowvar=False)
   w, v = np.linalg.eigh(cov_a)
   sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
   cross = np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)
-  mean_term = np.sum((a_NxD.mean(0) - b_MxD.mean(0)) ** 2)
+  mean_term = np.sum((a_NxE.mean(0) - b_NxE.mean(0)) ** 2)
   return float(mean_term + np.trace(cov_a) + np.trace(cov_b)
                - 2 * np.sum(np.sqrt(np.clip(cross, 0, None))))
 
@@ -245,13 +245,13 @@ class ConditionClassifier:
     self.model.fit(np.concatenate(feats), y)
     return self
 
-  def standardize(self, feats_SxD) -> np.ndarray:
+  def standardize(self, feats_NxE) -> np.ndarray:
     """The space the classifier and the Frechet distance work in."""
-    return self.model[0].transform(feats_SxD)
+    return self.model[0].transform(feats_NxE)
 
-  def segment_probs(self, feats_SxD) -> np.ndarray:
+  def segment_probs(self, feats_NxE) -> np.ndarray:
     """(S, C): each segment's class probabilities."""
-    return self.model.predict_proba(feats_SxD)
+    return self.model.predict_proba(feats_NxE)
 
   def clip_log_probs(self, feats) -> np.ndarray:
     """(N, C): per clip, the summed log-probabilities of its segments."""
@@ -348,17 +348,17 @@ def _frechet(plain, train_f, train, test_f, test, gen_f, generated,
   return {"frechet_to_train": frechet, "frechet_segments": sizes}
 
 
-def _frechet_subsets(cand_NxD, ref_MxD, size: int) -> float:
+def _frechet_subsets(cand_NxE, ref_NxE, size: int) -> float:
   """The Frechet distance of ``size`` of the candidate vectors to the
   reference; the mean over FD_DRAWS seeded draws when there are more. The
   distance grows as a set shrinks, so a generated set and its floor (the real
   test set) are both cut to the smaller one's size."""
-  if len(cand_NxD) == size:
-    return frechet_distance(cand_NxD, ref_MxD)
+  if len(cand_NxE) == size:
+    return frechet_distance(cand_NxE, ref_NxE)
   rng = np.random.default_rng(0)
   return float(np.mean([
-      frechet_distance(cand_NxD[rng.choice(len(cand_NxD), size, replace=False)],
-                       ref_MxD) for _ in range(FD_DRAWS)]))
+      frechet_distance(cand_NxE[rng.choice(len(cand_NxE), size, replace=False)],
+                       ref_NxE) for _ in range(FD_DRAWS)]))
 
 
 def _judgement(clf, feats, clips) -> list[dict]:

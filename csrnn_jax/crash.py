@@ -19,7 +19,7 @@ POWER_FLOOR = 1e-12  # added to every power bin (log 0 in digital silence).
 
 
 def frames(wave_T, sample_rate: int):
-  """(frames_FxN float64, hop): the clip's FRAME_SECONDS frames that lie
+  """(frames_FxL float64, hop): the clip's FRAME_SECONDS frames that lie
   inside it, hop half a frame (F = 0 for a clip shorter than a frame)."""
   n = int(round(FRAME_SECONDS * sample_rate))
   x_T = np.asarray(wave_T, np.float64)
@@ -28,16 +28,16 @@ def frames(wave_T, sample_rate: int):
   return np.lib.stride_tricks.sliding_window_view(x_T, n)[::n // 2], n // 2
 
 
-def spectral_flatness(frames_FxN) -> np.ndarray:
+def spectral_flatness(frames_FxL) -> np.ndarray:
   """(F,) Wiener entropy per frame: the geometric over the arithmetic mean of
   the Hann-windowed power spectrum, DC left out, POWER_FLOOR added. White
   noise scores exp(-Euler's gamma) = 0.56 (each bin's power is exponentially
   distributed, and E log P = log E P - gamma); a pure tone nearly 0."""
-  n = frames_FxN.shape[1]
-  window_N = scipy.signal.windows.hann(n, sym=False)
-  power_FxK = np.abs(np.fft.rfft(frames_FxN * window_N, axis=1)[:, 1:]
+  n = frames_FxL.shape[1]
+  window_L = scipy.signal.windows.hann(n, sym=False)
+  power_FxE = np.abs(np.fft.rfft(frames_FxL * window_L, axis=1)[:, 1:]
                      ) ** 2 + POWER_FLOOR
-  return np.exp(np.log(power_FxK).mean(1)) / power_FxK.mean(1)
+  return np.exp(np.log(power_FxE).mean(1)) / power_FxE.mean(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +75,19 @@ class CrashDetector:
   def window_flags(self, wave_T, sample_rate: int):
     """(hop in samples, {kind: (bool flags (W,), window length in samples)});
     window w of a kind starts at sample w * hop."""
-    frames_FxN, hop = frames(wave_T, sample_rate)
-    n = frames_FxN.shape[1]
+    frames_FxL, hop = frames(wave_T, sample_rate)
+    n = frames_FxL.shape[1]
     k = max(1, int(round((self.constant_window * sample_rate - n) / hop)) + 1)
-    if not len(frames_FxN):
+    if not len(frames_FxL):
       return hop, {kind: (np.zeros(0, bool), n) for kind in CRASH_KINDS}
-    rms_F = np.sqrt((frames_FxN ** 2).mean(1))
+    rms_F = np.sqrt((frames_FxL ** 2).mean(1))
     # Mean square around each frame's mean, averaged over k frames.
-    var_W = np.convolve(frames_FxN.var(1), np.ones(k) / k, mode="valid")
+    var_F = np.convolve(frames_FxL.var(1), np.ones(k) / k, mode="valid")
     return hop, {
-        "constant": (np.sqrt(var_W) < self.constant_rms, (k - 1) * hop + n),
-        "clipped": ((np.abs(frames_FxN) >= self.clip_level).mean(1)
+        "constant": (np.sqrt(var_F) < self.constant_rms, (k - 1) * hop + n),
+        "clipped": ((np.abs(frames_FxL) >= self.clip_level).mean(1)
                     >= self.clip_share, n),
-        "noise": ((spectral_flatness(frames_FxN) >= self.noise_flatness)
+        "noise": ((spectral_flatness(frames_FxL) >= self.noise_flatness)
                   & (rms_F >= self.noise_rms), n),
     }
 
@@ -98,8 +98,8 @@ class CrashDetector:
     need = {"constant": self.constant_seconds, "clipped": self.clip_seconds,
             "noise": self.noise_seconds}
     found = []
-    for kind, (flag_W, span) in flags.items():
-      for first, count in _runs(flag_W):
+    for kind, (flag_F, span) in flags.items():
+      for first, count in _runs(flag_F):
         seconds = ((count - 1) * hop + span) / sample_rate
         if seconds >= need[kind]:
           found.append({"kind": kind, "time": first * hop / sample_rate,

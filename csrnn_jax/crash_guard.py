@@ -99,10 +99,10 @@ class CrashGuard:
               jax.random.fold_in(plan.keys_B[r], attempt[r]), pos[r])
           for r in range(b)])
       state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
-      index_BxF = np.minimum(np.array(pos)[:, None] * frames
+      index_BxT = np.minimum(np.array(pos)[:, None] * frames
                              + np.arange(frames), n_frames - 1)
       state, samples_BxS, logp_BxS = generator.segment(
-          plan, state, index_BxF, keys_B, step * seg)
+          plan, state, index_BxT, keys_B, step * seg)
       samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
       step += 1
       for r in range(b):

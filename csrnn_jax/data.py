@@ -34,27 +34,27 @@ from csrnn_jax import dataset
 
 class Batch(NamedTuple):
   """One host's share of a batch of chunks (a pytree: NamedTuple)."""
-  x_BxL: np.ndarray  # int32 (B, lookback + n_windows * seq_len) levels.
+  x_BxT: np.ndarray  # int32 (B, lookback + n_windows * seq_len) levels.
   cond_BxC: np.ndarray  # float32 (B, C) condition vectors.
   label_B: np.ndarray  # int32 (B,) class index; -1 for vector labels.
   mask_B: np.ndarray  # float32 (B,) 1 for real rows, 0 for padding rows.
 
 
-def windows(x_BxL, seq_len: int, lookback: int):
+def windows(x_BxT, seq_len: int, lookback: int):
   """(B, lookback + n*seq_len) -> int32 (n, B, lookback + seq_len).
 
   Window i is x[:, i*seq_len : i*seq_len + lookback + seq_len]: its last
   seq_len samples are the ones it predicts, the lookback before them context.
   Works on numpy and jax arrays (the trainer scans over axis 0).
   """
-  n_windows, rest = divmod(x_BxL.shape[1] - lookback, seq_len)
+  n_windows, rest = divmod(x_BxT.shape[1] - lookback, seq_len)
   if rest or n_windows < 1:
     raise ValueError(
-        f"x_BxL has length {x_BxL.shape[1]}, not lookback {lookback} plus a "
+        f"x_BxT has length {x_BxT.shape[1]}, not lookback {lookback} plus a "
         f"positive multiple of seq_len {seq_len}")
   idx_NxW = (np.arange(n_windows)[:, None] * seq_len
              + np.arange(lookback + seq_len)[None, :])
-  return x_BxL[:, idx_NxW].transpose(1, 0, 2).astype(np.int32)
+  return x_BxT[:, idx_NxW].transpose(1, 0, 2).astype(np.int32)
 
 
 class BatchStream:
@@ -145,11 +145,11 @@ class BatchStream:
     """This host's share of the global rows (chunk indices) and mask."""
     rows_B, mask_B = rows_B[self._share], mask_B[self._share]
     length = self.lookback + self.n_windows * self.seq_len
-    x_BxL = np.full((len(rows_B), length), audio.q_zero(self.q_levels),
+    x_BxT = np.full((len(rows_B), length), audio.q_zero(self.q_levels),
                     np.int32)
     for r, i in enumerate(rows_B):
-      x_BxL[r, self.lookback:] = self._levels(i)
-    return Batch(x_BxL, self._cond_NxC[rows_B], self._label_N[rows_B],
+      x_BxT[r, self.lookback:] = self._levels(i)
+    return Batch(x_BxT, self._cond_NxC[rows_B], self._label_N[rows_B],
                  mask_B.astype(np.float32))
 
   def _order(self, epoch: int) -> np.ndarray:

@@ -78,7 +78,7 @@ class SplitEvaluator:
     """{"bits": overall, "per_class": {name: bits}, "chunks": n}."""
     totals, counts, chunks = {}, {}, 0
     for batch in self.stream.eval_batches():
-      windows = data_lib.windows(batch.x_BxL, self.seq_len, self.lookback)
+      windows = data_lib.windows(batch.x_BxT, self.seq_len, self.lookback)
       cond_BxC = batch.cond_BxC
       if self.mesh is not None:
         windows = sharding_lib.shard_batch_rows(windows, self.mesh, 1)

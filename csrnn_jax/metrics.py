@@ -86,8 +86,8 @@ class MetricsWriter:
     for tag, path in wavs.items():
       wave_T, sample_rate = sf.read(path, dtype="float32")
       self.tb.add_audio(tag, wave_T, step, sample_rate=sample_rate)
-    image_HxWxC = matplotlib.image.imread(image_path)
-    self.tb.add_image("samples/spectrograms", image_HxWxC, step,
+    image = matplotlib.image.imread(image_path)
+    self.tb.add_image("samples/spectrograms", image, step,
                       dataformats="HWC")
     self.tb.flush()
 

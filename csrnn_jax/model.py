@@ -3,6 +3,35 @@
 K tiers, bottom first: tier 1 is the sample-level MLP, tiers 2..K are
 frame-level GRU (or LSTM) tiers. ``ModelConfig.frame_sizes = (FS(1), ...,
 FS(K))``.
+Shape letters. A name ends in its array's shape (``x_BxT``: B rows of T
+steps); each letter has one meaning across the package:
+
+  B  rows of a batch: output streams, or chunks of a training batch
+  R  rows of a generation program, every guidance pass of every output row
+     (R = B G; R = B without guidance)
+  G  guidance passes of one output row: its M components and the null
+  M  components of a condition (a mix)
+  C  the condition's length (classes of a one-hot, or a vector's size)
+  Q  quantisation levels
+  D  units of a tier's RNN and of the MLP (``ModelConfig.dim``)
+  Z  an RNN cell's gate columns, gates times D (3D GRU, 4D LSTM)
+  Y  RNN layers of a frame tier (``ModelConfig.n_rnn``)
+  K  tiers (FS(K) is the top frame)
+  L  samples per frame: a tier's FS(k) (FS(1): the MLP's taps), or the
+     length of an analysis frame
+  U  steps of a tier per frame of the tier above, FS(k + 1) / FS(k)
+  T  time steps: a tier's frames over a window or segment, the samples of
+     a waveform
+  W  samples a training window reads: its look-back and T samples
+  S  generated samples (a segment, a clip)
+  P  prime samples
+  N  items of a collection: windows of a chunk batch, chunks, clips, rows
+  F  analysis frames of a waveform (crash detector, evaluation)
+  E  spectral coefficients: FFT bins, mel bands, MFCCs, features of them
+  J  lags of an autocorrelation
+  I, O  a layer's inputs and outputs
+  X  any trailing shape
+
 Modules hold only parameters; ``build`` splits a model into a graphdef and a
 plain dict of arrays, and ``bind`` merges them back inside jitted code, so
 training, sampling and checkpoints all work on plain pytrees.
@@ -348,17 +377,17 @@ class FrameTier(nnx.Module):
     n_rnn, dim = len(self.layers()), self.input_bias[...].shape[0]
 
     def start(name):
-      v_LxD = (getattr(self, name)[...] if hasattr(self, name)
+      h0_YxD = (getattr(self, name)[...] if hasattr(self, name)
                else jnp.zeros((n_rnn, dim)))
-      return jnp.broadcast_to(v_LxD[:, None, :], (n_rnn, batch_size, dim))
+      return jnp.broadcast_to(h0_YxD[:, None, :], (n_rnn, batch_size, dim))
 
     return (start("h0"), start("c0")) if self.cell == "lstm" else start("h0")
 
   @jax.named_scope("project")
-  def project(self, u_BxTxN, cond_BxTxC):
+  def project(self, u_BxTxL, cond_BxTxC):
     """W [f_t ++ C] + b for every frame: (B, T, FS(k)), (B, T, C) ->
     (B, T, dim)."""
-    return (numerics.dense(jnp.concatenate([u_BxTxN, cond_BxTxC], axis=-1),
+    return (numerics.dense(jnp.concatenate([u_BxTxL, cond_BxTxC], axis=-1),
                            self.input(), self.compute_dtype)
             + self.input_bias[...])
 
@@ -392,15 +421,15 @@ class FrameTier(nnx.Module):
         last.append(layer_state)
     return x_BxTxD, _stack_states(last)
 
-  def __call__(self, u_BxTxN, cond_BxTxC, upper_BxTxD, state,
+  def __call__(self, u_BxTxL, cond_BxTxC, upper_BxTxD, state,
                dropout_keys_B=None):
     """The tier over T frames: a training window's, or (T = 1) the frame of
-    a generation step. u_BxTxN: each frame's FS(k) samples as the tier reads
+    a generation step. u_BxTxL: each frame's FS(k) samples as the tier reads
     them (``audio.frame_input``); cond_BxTxC: the condition per frame (C may
     be 0); upper_BxTxD: the tier above's vector per frame, None at the top.
     Returns (conditioning vectors (B, T r, dim), one per frame of the tier
     below, or per sample for tier 2; the new state)."""
-    in_BxTxD = self.project(u_BxTxN, cond_BxTxC)
+    in_BxTxD = self.project(u_BxTxL, cond_BxTxC)
     if upper_BxTxD is not None:
       in_BxTxD = in_BxTxD + upper_BxTxD
     h_BxTxD, state = self.rnn_stack(in_BxTxD, state, dropout_keys_B)
@@ -448,12 +477,12 @@ class SampleMLP(nnx.Module):
     return taps.tap_tables(self.embedding[...], self.input())
 
   @jax.named_scope("mlp_input")
-  def features(self, x_BxW, tables_FxQxD=None):
+  def features(self, x_BxW, tables_LxQxD=None):
     """Embedding+conv of every FS(1) window: (B, W) int -> (B, W-FS(1)+1,
-    dim). ``tables_FxQxD`` (``tables()``, computed once): read them instead
+    dim). ``tables_LxQxD`` (``tables()``, computed once): read them instead
     of the weights, so a generation loop does not rebuild them per sample."""
-    if tables_FxQxD is not None:
-      return taps.taps_input(tables_FxQxD, x_BxW)
+    if tables_LxQxD is not None:
+      return taps.taps_input(tables_LxQxD, x_BxW)
     if self.sample_input == "conv":
       return taps.conv_input(self.embedding[...], self.input(), x_BxW)
     return taps.taps_input(self.tables(), x_BxW)
@@ -461,21 +490,21 @@ class SampleMLP(nnx.Module):
   def step_tables(self) -> sample_step.StepTables:
     """What one generated sample reads of the input layer, computed once per
     segment: the tap tables and their push layout (``sample_step``)."""
-    tables_FxQxD = self.tables()
-    return sample_step.StepTables(tables_FxQxD,
-                                  sample_step.push_tables(tables_FxQxD))
+    tables_LxQxD = self.tables()
+    return sample_step.StepTables(tables_LxQxD,
+                                  sample_step.push_tables(tables_LxQxD))
 
   @staticmethod
-  def running_sums(tables: sample_step.StepTables, prev_BxF):
+  def running_sums(tables: sample_step.StepTables, prev_BxL):
     """The running tap sums (FS(1), B, dim) after the FS(1) samples
-    ``prev_BxF``: entry 0 is the next sample's features (``features`` of
+    ``prev_BxL``: entry 0 is the next sample's features (``features`` of
     those samples), entry k what they add k samples further on."""
-    return sample_step.initial_sums(tables.taps_FxQxD, prev_BxF)
+    return sample_step.initial_sums(tables.taps_LxQxD, prev_BxL)
 
   @staticmethod
-  def push_sample(tables: sample_step.StepTables, sums_FxBxD, x_B):
+  def push_sample(tables: sample_step.StepTables, sums_LxBxD, x_B):
     """The running sums one position on, after sample x_B (B,) int."""
-    return sample_step.push(tables.push_QxFxD, sums_FxBxD, x_B)
+    return sample_step.push(tables.push_QxLxD, sums_LxBxD, x_B)
 
   @jax.named_scope("mlp_head")
   @_in_matmul_precision
@@ -491,7 +520,7 @@ def cond_per_frame(cond, batch_size: int, n_frames: int, frame_size: int,
                    top_frame: int):
   """Condition for each of n_frames frames of ``frame_size`` samples.
 
-  ``cond`` is None, global (B, C), or local (B, N_K, C) with one vector per
+  ``cond`` is None, global (B, C), or local (B, T_K, C) with one vector per
   top frame of ``top_frame`` samples. Returns (B, n_frames, C).
   """
   if cond is None:
@@ -608,10 +637,10 @@ class CSampleRNN(nnx.Module):
     upper, new_carry, skips = None, [None] * len(self.frame_tiers), []
     for i in reversed(range(len(self.frame_tiers))):
       n = self.frame_tiers[i].frame_size
-      frames_BxFxN = x_BxW[:, lookback - n:lookback - n + t].reshape(
+      frames_BxTxL = x_BxW[:, lookback - n:lookback - n + t].reshape(
           b, t // n, n)
       upper, new_carry[i] = self.run_tier(
-          i, frames_BxFxN, cond_per_frame(cond, b, t // n, n, lookback),
+          i, frames_BxTxL, cond_per_frame(cond, b, t // n, n, lookback),
           upper, carry[i],
           None if dropout_keys_B is None else fold_keys(dropout_keys_B, i))
       if i and cfg.skip_conn:  # one vector per frame of the tier below
@@ -625,7 +654,7 @@ class CSampleRNN(nnx.Module):
     return upper, tuple(new_carry)
 
   @_in_matmul_precision
-  def run_tier(self, tier_index: int, frames_BxTxN, cond_BxTxC, upper_BxTxD,
+  def run_tier(self, tier_index: int, frames_BxTxL, cond_BxTxC, upper_BxTxD,
                state, dropout_keys_B=None):
     """Frame tier ``tier_index + 2`` (``FrameTier.__call__``) over T frames
     of int samples (B, T, FS(k)), T = 1 in a generation step. cond_BxTxC:
@@ -634,7 +663,7 @@ class CSampleRNN(nnx.Module):
     vectors, new state)."""
     with jax.named_scope(f"tier{tier_index + 2}"):  # names for profiles
       return self.frame_tiers[tier_index](
-          audio.frame_input(frames_BxTxN, self.cfg.q_levels), cond_BxTxC,
+          audio.frame_input(frames_BxTxL, self.cfg.q_levels), cond_BxTxC,
           upper_BxTxD, state, dropout_keys_B)
 
   @_in_matmul_precision

@@ -133,19 +133,19 @@ MORPH_MIXES = ("vector", "experts")
 
 
 def schedule_vectors(row: Row, n_frames: int, frame_seconds: float):
-  """(N, C): the condition of each top frame, at the time of its first
+  """(T, C): the condition of each top frame, at the time of its first
   sample (frame f starts at f * frame_seconds); held before the first
   keyframe and after the last."""
   if not row.schedule:
     return np.tile(np.asarray(row.cond, np.float32), (n_frames, 1))
-  times_K = np.array([t for t, _ in row.schedule])
-  vectors_KxC = np.array([v for _, v in row.schedule], np.float32)
-  t_N = np.arange(n_frames) * frame_seconds
+  times_N = np.array([t for t, _ in row.schedule])
+  vectors_NxC = np.array([v for _, v in row.schedule], np.float32)
+  t_T = np.arange(n_frames) * frame_seconds
   if row.morph == "step":  # the last keyframe at or before t
-    index_N = np.searchsorted(times_K, t_N, side="right") - 1
-    return vectors_KxC[np.maximum(index_N, 0)]
-  return np.stack([np.interp(t_N, times_K, vectors_KxC[:, j])
-                   for j in range(vectors_KxC.shape[1])], 1).astype(np.float32)
+    index_T = np.searchsorted(times_N, t_T, side="right") - 1
+    return vectors_NxC[np.maximum(index_T, 0)]
+  return np.stack([np.interp(t_T, times_N, vectors_NxC[:, j])
+                   for j in range(vectors_NxC.shape[1])], 1).astype(np.float32)
 
 
 def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
@@ -168,13 +168,13 @@ def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
     return np.array([r.cond for r in rows], np.float32).reshape(
         len(rows), cond_dim), None
   basis = np.eye(cond_dim, dtype=np.float32)
-  parts = []  # per row: [(component vector, weight or weights_N)]
+  parts = []  # per row: [(component vector, weight or weights_T)]
   for r in rows:
     if r.experts_morph:
-      weights_NxC = schedule_vectors(r, n_frames, frame_seconds)
+      weights_TxC = schedule_vectors(r, n_frames, frame_seconds)
       used = [j for j in range(cond_dim)
               if any(v[j] != 0 for _, v in r.schedule)] or [0]
-      parts.append([(basis[j], weights_NxC[:, j]) for j in used])
+      parts.append([(basis[j], weights_TxC[:, j]) for j in used])
     else:
       parts.append([(v, w) for _, w, v in r.mix] or [(r.cond, 1.0)])
   m = max(map(len, parts))

@@ -55,14 +55,14 @@ def spectrograms(clips: list[np.ndarray], titles: list[str], sample_rate: int,
 
 def class_probabilities(curves, class_names, png_path: str) -> None:
   """One panel per clip: each class's probability per segment over time.
-  curves: (title, probs_SxK, seconds per segment, keyframe times)."""
+  curves: (title, probs_NxC, seconds per segment, keyframe times)."""
   plt = _pyplot()
   fig, axes = plt.subplots(len(curves), 1, squeeze=False,
                            figsize=(8, 1.8 * len(curves) + 0.5))
-  for ax, (title, probs_SxK, seconds, keyframes) in zip(axes[:, 0], curves):
-    t_S = (np.arange(len(probs_SxK)) + 0.5) * seconds
+  for ax, (title, probs_NxC, seconds, keyframes) in zip(axes[:, 0], curves):
+    t_N = (np.arange(len(probs_NxC)) + 0.5) * seconds
     for k, name in enumerate(class_names):
-      ax.plot(t_S, probs_SxK[:, k], label=name)
+      ax.plot(t_N, probs_NxC[:, k], label=name)
     for t in keyframes:
       ax.axvline(t, color="grey", linestyle=":")
     ax.set_ylim(0, 1)

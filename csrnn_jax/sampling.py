@@ -14,8 +14,8 @@ log-likelihood is that of the samples under the untempered model (with
 guidance: the untempered guided distribution).
 
 Classifier-free guidance (``SamplingOptions.guide``): each output row runs
-P = M + 1 passes as rows of the same scan, its M condition components and the
-model's null condition; pass p of output row b is scan row b P + p, so a
+G = M + 1 passes as rows of the same scan, its M condition components and the
+model's null condition; pass p of output row b is scan row b G + p, so a
 row's passes stay together (on one device, and in the crash guard's
 rewinds). Every sample step combines the passes, ``null + sum_i s_i (v_i -
 null)`` with the row's scales s (the function ``guide``), draws one sample
@@ -23,7 +23,7 @@ from the result and feeds it to every pass. ``guide="logits"`` combines the
 MLP's logits; ``"cond_vectors"`` combines the tier-2 vectors that enter the
 MLP and runs the MLP once per output row. A row with one component and s = 1
 samples exactly as without guidance; ``guide="off"`` compiles the plain
-program (P = 1).
+program (G = 1).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class GenState(NamedTuple):
   """Between segments: RNN states (``CSampleRNN.initial_carry``'s structure:
   per frame tier (n_rnn, B, dim), or the pair (h, c) of those with LSTM
   cells) and the last top frame of samples (B, FS(K)). With guidance B
-  counts every pass of every output row (B P rows)."""
+  counts every pass of every output row (B G rows)."""
   carry: tuple
   last_frame_BxL: jax.Array
 
@@ -126,33 +126,33 @@ def filter_logits(logits_BxQ, options: SamplingOptions):
 
 
 def guide(values_RxX, scales_BxM):
-  """Each output row's guided values (B, X) from its P = M + 1 pass rows
-  (rows b P .. b P + M of ``values_RxX``, the last one the null condition's):
+  """Each output row's guided values (B, X) from its G = M + 1 pass rows
+  (rows b G .. b G + M of ``values_RxX``, the last one the null condition's):
   ``null + sum_i s_i (v_i - null)``. A row whose scales are (1, 0, ..., 0)
   gets v_0 exactly: plain conditional sampling, bit for bit."""
   b, m = scales_BxM.shape
-  v_BxPxX = values_RxX.reshape((b, m + 1) + values_RxX.shape[1:])
-  null_BxX = v_BxPxX[:, m]
+  v_BxGxX = values_RxX.reshape((b, m + 1) + values_RxX.shape[1:])
+  null_BxX = v_BxGxX[:, m]
   guided_BxX = null_BxX
   for i in range(m):
-    guided_BxX = guided_BxX + scales_BxM[:, i, None] * (v_BxPxX[:, i]
+    guided_BxX = guided_BxX + scales_BxM[:, i, None] * (v_BxGxX[:, i]
                                                         - null_BxX)
   plain_Bx1 = ((scales_BxM[:, :1] == 1)
                & jnp.all(scales_BxM[:, 1:] == 0, axis=1, keepdims=True))
-  return jnp.where(plain_Bx1, v_BxPxX[:, 0], guided_BxX)
+  return jnp.where(plain_Bx1, v_BxGxX[:, 0], guided_BxX)
 
 
-def pass_conditions(m: model_lib.CSampleRNN, cond_BxMxFxC, guided: bool):
-  """The condition of every pass row, (B P, F, C): each output row's M
-  components and then, guided, the null condition (P = M + 1); unguided
-  there is one component and P = 1."""
+def pass_conditions(m: model_lib.CSampleRNN, cond_BxMxTxC, guided: bool):
+  """The condition of every pass row, (B G, T, C): each output row's M
+  components and then, guided, the null condition (G = M + 1); unguided
+  there is one component and G = 1."""
   if not guided:
-    return cond_BxMxFxC[:, 0]
-  b, _, f, c = cond_BxMxFxC.shape
-  null_Bx1xFxC = jnp.broadcast_to(m.null_condition(b)[:, None, None],
+    return cond_BxMxTxC[:, 0]
+  b, _, f, c = cond_BxMxTxC.shape
+  null_Bx1xTxC = jnp.broadcast_to(m.null_condition(b)[:, None, None],
                                   (b, 1, f, c))
-  return jnp.concatenate([cond_BxMxFxC, null_Bx1xFxC], axis=1).reshape(
-      b * (cond_BxMxFxC.shape[1] + 1), f, c)
+  return jnp.concatenate([cond_BxMxTxC, null_Bx1xTxC], axis=1).reshape(
+      b * (cond_BxMxTxC.shape[1] + 1), f, c)
 
 
 def draw(logits_BxQ, keys_B, temperature_B, options: SamplingOptions):
@@ -194,14 +194,14 @@ def prime(m: model_lib.CSampleRNN, state: GenState, prime_BxP, cond_BxC):
 
 
 class _Frame(NamedTuple):
-  """Scan state inside one top frame, over R = B P pass rows: RNN states, the
+  """Scan state inside one top frame, over R = B G pass rows: RNN states, the
   samples of the previous and the current top frame (R, 2 FS(K)), the running
   tap sums (FS(1), R, dim), and the log-probabilities of the current frame's
   samples per output row (B, FS(K)), or of every level (B, FS(K), Q) when
   teacher-forced."""
   carry: tuple
-  buf_RxL2: jax.Array
-  acc_FxRxD: jax.Array
+  buf_Rx2L: jax.Array
+  acc_LxRxD: jax.Array
   logp_BxL: jax.Array
 
 
@@ -228,21 +228,21 @@ class _Context:
     return guide(values_RxX, self.scales_BxM)
 
 
-def _tier_step(m: model_lib.CSampleRNN, tier_index: int, frame_RxN, cond_RxC,
+def _tier_step(m: model_lib.CSampleRNN, tier_index: int, frame_RxL, cond_RxC,
                upper_RxD, state):
   """Frame tier ``tier_index + 2`` over one frame (``CSampleRNN.run_tier``
   with T = 1): its (R, r, dim) vectors as the level below reads them (tier
   2's with the condition's own term, ``cond_mlp``) and its new state."""
   cond_Rx1xC = m.embed_condition(cond_RxC)[:, None]
-  vectors_RxRxD, state = m.run_tier(
-      tier_index, frame_RxN[:, None], cond_Rx1xC,
+  vectors_RxUxD, state = m.run_tier(
+      tier_index, frame_RxL[:, None], cond_Rx1xC,
       None if upper_RxD is None else upper_RxD[:, None], state)
   if tier_index == 0 and m.cfg.cond_mlp:
-    vectors_RxRxD = vectors_RxRxD + m.mlp.condition(cond_Rx1xC)
-  return vectors_RxRxD, state
+    vectors_RxUxD = vectors_RxUxD + m.mlp.condition(cond_Rx1xC)
+  return vectors_RxUxD, state
 
 
-def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
+def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
   """Innermost scan: one sample per tier-2 vector, starting at ``base``."""
   mlp, lookback, fs1 = ctx.m.mlp, ctx.m.cfg.lookback, ctx.m.cfg.frame_sizes[0]
 
@@ -250,11 +250,11 @@ def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
     j, c_RxD = xs
     pos = base + j
     if ctx.options.backend == "scan":
-      prev_RxF = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
+      prev_RxL = jax.lax.dynamic_slice_in_dim(state.buf_Rx2L,
                                               lookback + pos - fs1, fs1, 1)
-      features_RxD = mlp.features(prev_RxF, ctx.tables.taps_FxQxD)[:, 0]
+      features_RxD = mlp.features(prev_RxL, ctx.tables.taps_LxQxD)[:, 0]
     else:
-      features_RxD = state.acc_FxRxD[0]
+      features_RxD = state.acc_LxRxD[0]
     pallas = ctx.options.backend == "pallas"
     if ctx.options.guide == "cond_vectors":  # the passes share the samples
       logits_BxQ = mlp.head(features_RxD[::ctx.passes], ctx.guided(c_RxD),
@@ -271,21 +271,21 @@ def _samples(ctx: _Context, c_RxSxD, state: _Frame, base):
       x_B = jax.lax.dynamic_index_in_dim(ctx.teacher_BxL, pos, 1, False)
       logp_Bx1 = logp_BxQ[:, None]
     x_R = jnp.repeat(x_B, ctx.passes)  # every pass continues the same audio
-    acc = state.acc_FxRxD
+    acc = state.acc_LxRxD
     if ctx.options.backend != "scan":
       acc = mlp.push_sample(ctx.tables, acc, x_R)
     return state._replace(
-        buf_RxL2=jax.lax.dynamic_update_slice_in_dim(
-            state.buf_RxL2, x_R[:, None], lookback + pos, 1),
-        acc_FxRxD=acc,
+        buf_Rx2L=jax.lax.dynamic_update_slice_in_dim(
+            state.buf_Rx2L, x_R[:, None], lookback + pos, 1),
+        acc_LxRxD=acc,
         logp_BxL=jax.lax.dynamic_update_slice_in_dim(
             state.logp_BxL, logp_Bx1, pos, 1)), None
 
-  xs = (jnp.arange(c_RxSxD.shape[1]), jnp.swapaxes(c_RxSxD, 0, 1))
+  xs = (jnp.arange(c_RxUxD.shape[1]), jnp.swapaxes(c_RxUxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]
 
 
-def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
+def _run_below(ctx: _Context, tier_index, vectors_RxUxD, state: _Frame, base,
                cond_RxC, skip_RxD=None):
   """Consume the vectors tier ``tier_index + 1`` emitted for one of its frames:
   run tier ``tier_index`` (or the MLP when -1) once per vector. ``skip_RxD``
@@ -293,17 +293,17 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
   ``tier_index + 1``, which every sample below them adds to its MLP input."""
   if tier_index < 0:
     if skip_RxD is not None:
-      vectors_RxSxD = vectors_RxSxD + skip_RxD[:, None]
-    return _samples(ctx, vectors_RxSxD, state, base)
+      vectors_RxUxD = vectors_RxUxD + skip_RxD[:, None]
+    return _samples(ctx, vectors_RxUxD, state, base)
   m = ctx.m
   n, lookback = m.cfg.frame_sizes[tier_index + 1], m.cfg.lookback
 
   def body(state, xs):
     j, upper_RxD = xs
     pos = base + j * n
-    frame_RxN = jax.lax.dynamic_slice_in_dim(state.buf_RxL2,
+    frame_RxL = jax.lax.dynamic_slice_in_dim(state.buf_Rx2L,
                                              lookback + pos - n, n, 1)
-    vectors, h = _tier_step(m, tier_index, frame_RxN, cond_RxC, upper_RxD,
+    vectors, h = _tier_step(m, tier_index, frame_RxL, cond_RxC, upper_RxD,
                             state.carry[tier_index])
     carry = state.carry[:tier_index] + (h,) + state.carry[tier_index + 1:]
     skip = skip_RxD
@@ -313,19 +313,19 @@ def _run_below(ctx: _Context, tier_index, vectors_RxSxD, state: _Frame, base,
     return _run_below(ctx, tier_index - 1, vectors,
                       state._replace(carry=carry), pos, cond_RxC, skip), None
 
-  xs = (jnp.arange(vectors_RxSxD.shape[1]), jnp.swapaxes(vectors_RxSxD, 0, 1))
+  xs = (jnp.arange(vectors_RxUxD.shape[1]), jnp.swapaxes(vectors_RxUxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]
 
 
-def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
-                     scales_BxMxF, start_index, options: SamplingOptions,
+def generate_segment(m, state: GenState, cond_BxMxTxC, keys_B, temperature_B,
+                     scales_BxMxT, start_index, options: SamplingOptions,
                      teacher_BxS=None):
-  """F = cond_BxMxFxC.shape[2] top frames of audio after ``state``.
+  """T = cond_BxMxTxC.shape[2] top frames of audio after ``state``.
 
-  cond_BxMxFxC: each row's M condition components per top frame (M = 1
-  without guidance); scales_BxMxF: their guidance scales per top frame
-  (unused without guidance). ``state`` holds B P rows (``pass_conditions``).
-  Returns (state, samples_BxS with S = F * FS(K), logp_BxS: each sample's
+  cond_BxMxTxC: each row's M condition components per top frame (M = 1
+  without guidance); scales_BxMxT: their guidance scales per top frame
+  (unused without guidance). ``state`` holds B G rows (``pass_conditions``).
+  Returns (state, samples_BxS with S = T FS(K), logp_BxS: each sample's
   log-probability under the untempered, guided model). ``start_index`` is
   the absolute index of the first sample (for the per-sample keys).
 
@@ -336,13 +336,13 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
   lookback, fs1 = m.cfg.lookback, m.cfg.frame_sizes[0]
   top = len(m.frame_tiers) - 1
   tables = m.mlp.step_tables()
-  cond_RxFxC = pass_conditions(m, cond_BxMxFxC, options.guided)
-  b, r, n_frames = keys_B.shape[0], cond_RxFxC.shape[0], cond_RxFxC.shape[1]
+  cond_RxTxC = pass_conditions(m, cond_BxMxTxC, options.guided)
+  b, r, n_frames = keys_B.shape[0], cond_RxTxC.shape[0], cond_RxTxC.shape[1]
   logp_shape = (b, lookback) + (() if teacher_BxS is None
                                 else (m.cfg.q_levels,))
 
   def top_frame(gen, xs):
-    carry, last_RxL, acc_FxRxD = gen
+    carry, last_RxL, acc_LxRxD = gen
     f, cond_RxC, scales_BxM, teacher_BxL = xs
     vectors, h = _tier_step(m, top, last_RxL, cond_RxC, None, carry[top])
     ctx = _Context(m, tables, keys_B, temperature_B, scales_BxM, options,
@@ -350,38 +350,38 @@ def generate_segment(m, state: GenState, cond_BxMxFxC, keys_B, temperature_B,
     frame = _Frame(
         carry[:top] + (h,),
         jnp.concatenate([last_RxL, jnp.zeros((r, lookback), jnp.int32)], 1),
-        acc_FxRxD, jnp.zeros(logp_shape))
+        acc_LxRxD, jnp.zeros(logp_shape))
     frame = _run_below(ctx, top - 1, vectors, frame, 0, cond_RxC)
-    frame_RxL = frame.buf_RxL2[:, lookback:]
-    return ((frame.carry, frame_RxL, frame.acc_FxRxD),
+    frame_RxL = frame.buf_Rx2L[:, lookback:]
+    return ((frame.carry, frame_RxL, frame.acc_LxRxD),
             (frame_RxL[::r // b], frame.logp_BxL))
 
-  acc_FxRxD = m.mlp.running_sums(tables, state.last_frame_BxL[:, -fs1:])
-  teacher_FxBxL = None if teacher_BxS is None else jnp.swapaxes(
+  acc_LxRxD = m.mlp.running_sums(tables, state.last_frame_BxL[:, -fs1:])
+  teacher_TxBxL = None if teacher_BxS is None else jnp.swapaxes(
       jnp.asarray(teacher_BxS, jnp.int32).reshape(b, n_frames, lookback), 0,
       1)
-  xs = (jnp.arange(n_frames), jnp.swapaxes(cond_RxFxC, 0, 1),
-        jnp.moveaxis(scales_BxMxF, 2, 0), teacher_FxBxL)
-  (carry, last, _), (frames_FxBxL, logp_FxBxL) = jax.lax.scan(
-      top_frame, (state.carry, state.last_frame_BxL, acc_FxRxD), xs)
-  flat = lambda a_FxBxL: jnp.swapaxes(a_FxBxL, 0, 1).reshape(
-      (b, -1) + a_FxBxL.shape[3:])
-  return GenState(carry, last), flat(frames_FxBxL), flat(logp_FxBxL)
+  xs = (jnp.arange(n_frames), jnp.swapaxes(cond_RxTxC, 0, 1),
+        jnp.moveaxis(scales_BxMxT, 2, 0), teacher_TxBxL)
+  (carry, last, _), (frames_TxBxL, logp_TxBxL) = jax.lax.scan(
+      top_frame, (state.carry, state.last_frame_BxL, acc_LxRxD), xs)
+  flat = lambda a_TxBxL: jnp.swapaxes(a_TxBxL, 0, 1).reshape(
+      (b, -1) + a_TxBxL.shape[3:])
+  return GenState(carry, last), flat(frames_TxBxL), flat(logp_TxBxL)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """A batch's checked inputs, shaped for the compiled programs
   (``Generator.plan``), one entry per output row: M condition components per
-  top frame (B, M, N, C), keys, temperatures (B,) and the components'
-  guidance scales per top frame (B, M, N). ``per_frame``: N counts the
+  top frame (B, M, T, C), keys, temperatures (B,) and the components'
+  guidance scales per top frame (B, M, T). ``per_frame``: T counts the
   audio's top frames (a schedule, sliced per segment); else the rows' one
-  condition is held over the N frames of one segment. ``n_frames``: the top
+  condition is held over the T frames of one segment. ``n_frames``: the top
   frames of the audio asked for."""
-  cond_BxMxNxC: jax.Array
+  cond_BxMxTxC: jax.Array
   keys_B: jax.Array
   temperature_B: jax.Array
-  scales_BxMxN: jax.Array
+  scales_BxMxT: jax.Array
   per_frame: bool
   options: SamplingOptions
   n_frames: int
@@ -394,24 +394,24 @@ class Plan:
   def passes(self) -> int:
     """Scan rows per output row: its M components and, guided, the null
     condition (``pass_conditions``)."""
-    return self.cond_BxMxNxC.shape[1] + 1 if self.options.guided else 1
+    return self.cond_BxMxTxC.shape[1] + 1 if self.options.guided else 1
 
   def map(self, fn) -> "Plan":
     """The plan with ``fn`` applied to each of its per-row arrays."""
     return dataclasses.replace(self, **{
         k: fn(getattr(self, k))
-        for k in ("cond_BxMxNxC", "keys_B", "temperature_B", "scales_BxMxN")})
+        for k in ("cond_BxMxTxC", "keys_B", "temperature_B", "scales_BxMxT")})
 
-  def frames(self, index_F):
-    """The conditions and scales of top frames ``index_F`` (of the audio; a
-    row's own frames (B, F) when 2-D), or the held ones."""
+  def frames(self, index_T):
+    """The conditions and scales of top frames ``index_T`` (of the audio; a
+    row's own frames (B, T) when 2-D), or the held ones."""
     if not self.per_frame:
-      return self.cond_BxMxNxC, self.scales_BxMxN
-    if np.ndim(index_F) == 1:
-      return self.cond_BxMxNxC[:, :, index_F], self.scales_BxMxN[:, :, index_F]
-    rows_Bx1 = np.arange(len(index_F))[:, None]
-    return (jnp.swapaxes(self.cond_BxMxNxC[rows_Bx1, :, index_F], 1, 2),
-            jnp.swapaxes(self.scales_BxMxN[rows_Bx1, :, index_F], 1, 2))
+      return self.cond_BxMxTxC, self.scales_BxMxT
+    if np.ndim(index_T) == 1:
+      return self.cond_BxMxTxC[:, :, index_T], self.scales_BxMxT[:, :, index_T]
+    rows_Bx1 = np.arange(len(index_T))[:, None]
+    return (jnp.swapaxes(self.cond_BxMxTxC[rows_Bx1, :, index_T], 1, 2),
+            jnp.swapaxes(self.scales_BxMxT[rows_Bx1, :, index_T], 1, 2))
 
 
 class Generator:
@@ -439,14 +439,14 @@ class Generator:
     self._prime_program = jax.jit(self._prime_impl,
                                   static_argnames=("start", "guided"))
 
-  def _segment_impl(self, params, state, cond_BxMxFxC, keys_B, temperature_B,
-                    scales_BxMxF, start_index, teacher_BxS, options):
+  def _segment_impl(self, params, state, cond_BxMxTxC, keys_B, temperature_B,
+                    scales_BxMxT, start_index, teacher_BxS, options):
     m = model_lib.bind(self.graphdef, params)
-    return generate_segment(m, state, cond_BxMxFxC, keys_B, temperature_B,
-                            scales_BxMxF, start_index, options, teacher_BxS)
+    return generate_segment(m, state, cond_BxMxTxC, keys_B, temperature_B,
+                            scales_BxMxT, start_index, options, teacher_BxS)
 
   def _prime_impl(self, params, prime_BxP, cond_BxMxC, start, guided):
-    """The state before the first sample, B P pass rows (B = cond rows)."""
+    """The state before the first sample, B G pass rows (B = cond rows)."""
     m = model_lib.bind(self.graphdef, params)
     cond_RxC = pass_conditions(m, cond_BxMxC[:, :, None], guided)[:, 0]
     state = initial_state(m, cond_RxC.shape[0], start)
@@ -476,93 +476,93 @@ class Generator:
       raise ValueError("no rows to generate: give at least one seed")
     if not bool(jnp.all(jnp.isfinite(cond))):
       raise ValueError("condition vectors must be finite")
-    # Which inputs are per top frame: a (B, N, C) condition, (B, M, N) weights.
+    # Which inputs are per top frame: a (B, T, C) condition, (B, M, T) weights.
     cond_frames = mix_weights is None and cond.ndim == 3
     weight_frames = mix_weights is not None and np.ndim(mix_weights) == 3
     if mix_weights is None:
-      weights_BxMxN = jnp.ones((b, 1, 1), jnp.float32)
+      weights_BxMxT = jnp.ones((b, 1, 1), jnp.float32)
       if cond.shape[0] != b or cond.shape[-1] != c or cond.ndim not in (2, 3):
         raise ValueError(f"condition of shape {cond.shape}; expected ({b}, {c})"
                          f" or ({b}, frames, {c})")
       cond = cond[:, None] if cond.ndim == 3 else cond[:, None, None]
     else:
-      weights_BxMxN = jnp.asarray(mix_weights, jnp.float32)
-      if weights_BxMxN.ndim not in (2, 3) or weights_BxMxN.shape[0] != b:
-        raise ValueError(f"mix_weights of shape {weights_BxMxN.shape}; "
+      weights_BxMxT = jnp.asarray(mix_weights, jnp.float32)
+      if weights_BxMxT.ndim not in (2, 3) or weights_BxMxT.shape[0] != b:
+        raise ValueError(f"mix_weights of shape {weights_BxMxT.shape}; "
                          f"expected ({b}, components) or ({b}, components, "
                          "frames)")
-      m = weights_BxMxN.shape[1]
+      m = weights_BxMxT.shape[1]
       if cond.shape != (b, m, c):
         raise ValueError(
             f"condition of shape {cond.shape}; a mix of {m} components needs "
             f"one vector per component: ({b}, {m}, {c})")
       cond = cond[:, :, None]
-      if weights_BxMxN.ndim == 2:
-        weights_BxMxN = weights_BxMxN[:, :, None]
+      if weights_BxMxT.ndim == 2:
+        weights_BxMxT = weights_BxMxT[:, :, None]
     per_frame = cond_frames or weight_frames
     for what, n, given in (("condition schedule", cond.shape[2], cond_frames),
-                           ("mix weight schedule", weights_BxMxN.shape[2],
+                           ("mix weight schedule", weights_BxMxT.shape[2],
                             weight_frames)):
       if given and n < n_frames:
         raise ValueError(f"the {what} has {n} vectors; {n_frames} top frames "
                          f"need one each (one per {self.cfg.lookback} "
                          "samples)")
-    frames = (max(cond.shape[2], weights_BxMxN.shape[2]) if per_frame
+    frames = (max(cond.shape[2], weights_BxMxT.shape[2]) if per_frame
               else segment_frames or n_frames)
     cond = jnp.broadcast_to(cond, cond.shape[:2] + (frames, c))
     temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
                                      (b,))
     if not bool(jnp.all(temperature_B > 0)):
       raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
-    scales_BxMxN = jnp.broadcast_to(
+    scales_BxMxT = jnp.broadcast_to(
         jnp.broadcast_to(jnp.asarray(guidance, jnp.float32),
-                         (b,))[:, None, None] * weights_BxMxN,
+                         (b,))[:, None, None] * weights_BxMxT,
         cond.shape[:3])
-    if not bool(jnp.all(jnp.isfinite(scales_BxMxN))):
+    if not bool(jnp.all(jnp.isfinite(scales_BxMxT))):
       raise ValueError("guidance scales and mix weights must be finite")
-    plain = mix_weights is None and bool(jnp.all(scales_BxMxN == 1))
+    plain = mix_weights is None and bool(jnp.all(scales_BxMxT == 1))
     if not options.guided and not plain:
       raise ValueError(
           "guidance other than 1 and mixes run the guided program: pass "
           "options=SamplingOptions(guide='logits') (or 'cond_vectors')")
     return Plan(cond, jax.vmap(jax.random.key)(jnp.asarray(seeds)),
-                temperature_B, scales_BxMxN, per_frame, options, n_frames)
+                temperature_B, scales_BxMxT, per_frame, options, n_frames)
 
   def prime(self, plan: Plan, prime_BxP=None, start: str = "h0") -> GenState:
     """The state before the plan's first sample: silence and the learned h0
     (``start="zeros"``: zero hidden states), continued over ``prime_BxP``
-    (int levels (B, P), any P) when given. Holds B P pass rows."""
+    (int levels (B, P), any P) when given. Holds B G pass rows."""
     return self._prime_program(self.params, prime_BxP,
-                               plan.cond_BxMxNxC[:, :, 0], start=start,
+                               plan.cond_BxMxTxC[:, :, 0], start=start,
                                guided=plan.options.guided)
 
-  def segment(self, plan: Plan, state: GenState, index_F, keys_B=None,
+  def segment(self, plan: Plan, state: GenState, index_T, keys_B=None,
               start_index=0):
-    """The top frames ``index_F`` of the plan after ``state``: (F,) for every
-    row, or (B, F) each row's own (where a schedule is read; a held condition
-    covers its F frames). keys_B: the rows' keys (default: the plan's);
+    """The top frames ``index_T`` of the plan after ``state``: (T,) for every
+    row, or (B, T) each row's own (where a schedule is read; a held condition
+    covers its T frames). keys_B: the rows' keys (default: the plan's);
     start_index: the absolute index of the first sample (for the per-sample
-    keys). Returns (state, samples_BxS, logp_BxS), S = F FS(K), as
+    keys). Returns (state, samples_BxS, logp_BxS), S = T FS(K), as
     ``generate_segment``."""
-    return self._run_segment(plan, state, index_F, keys_B, start_index, None)
+    return self._run_segment(plan, state, index_T, keys_B, start_index, None)
 
-  def score(self, plan: Plan, state: GenState, index_F, teacher_BxS):
+  def score(self, plan: Plan, state: GenState, index_T, teacher_BxS):
     """Teacher forcing through the generation program: ``segment`` fed the
-    given samples ``teacher_BxS`` (B, F FS(K) int levels) in place of drawn
+    given samples ``teacher_BxS`` (B, T FS(K) int levels) in place of drawn
     ones. Returns (state after them, logp_BxSxQ: the log-probability of
     every level at each position under the untempered (guided) model, as
     generation computes it; the given samples' are ``take_along_axis``)."""
     state, _, logp_BxSxQ = self._run_segment(
-        plan, state, index_F, None, 0, jnp.asarray(teacher_BxS, jnp.int32))
+        plan, state, index_T, None, 0, jnp.asarray(teacher_BxS, jnp.int32))
     return state, logp_BxSxQ
 
-  def _run_segment(self, plan: Plan, state, index_F, keys_B, start_index,
+  def _run_segment(self, plan: Plan, state, index_T, keys_B, start_index,
                    teacher_BxS):
-    cond_BxMxFxC, scales_BxMxF = plan.frames(index_F)
+    cond_BxMxTxC, scales_BxMxT = plan.frames(index_T)
     return self._segment_program(
-        self.params, state, cond_BxMxFxC,
+        self.params, state, cond_BxMxTxC,
         plan.keys_B if keys_B is None else keys_B, plan.temperature_B,
-        scales_BxMxF, start_index, teacher_BxS, options=plan.options)
+        scales_BxMxT, start_index, teacher_BxS, options=plan.options)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
@@ -572,13 +572,13 @@ class Generator:
     ``segment_samples`` until ``num_samples`` are out (the last is trimmed).
     logp_BxS: each sample's log-probability under the (untempered) model.
 
-    cond: (B, C), or a schedule (B, N, C) with one vector per top frame
-    (N >= num_samples / FS(K)). seeds: B ints. temperature: scalar or (B,).
+    cond: (B, C), or a schedule (B, T, C) with one vector per top frame
+    (T >= num_samples / FS(K)). seeds: B ints. temperature: scalar or (B,).
     guidance: the scale s, scalar or (B,), with ``options.guide`` on:
     ``l_null + s (l_cond - l_null)`` (1: plain sampling; 0: the null
     condition alone). mix_weights (B, M): a product of experts of M
     conditions, cond (B, M, C) holding them; component i's scale is
-    ``guidance * mix_weights[:, i]``. mix_weights (B, M, N): the weights per
+    ``guidance * mix_weights[:, i]``. mix_weights (B, M, T): the weights per
     top frame (a morph between mixes).
     """
     lookback = self.cfg.lookback
@@ -601,8 +601,8 @@ class Generator:
       plan = plan.map(lambda x: sharding.shard_batch_rows(x, self.mesh))
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
-      index_F = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
-      state, samples_BxS, logp_BxS = self.segment(plan, state, index_F,
+      index_T = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
+      state, samples_BxS, logp_BxS = self.segment(plan, state, index_T,
                                                   start_index=first * lookback)
       keep = min(per_segment * lookback, num_samples - first * lookback)
       yield (np.asarray(samples_BxS[:b, :keep]),
@@ -611,10 +611,10 @@ class Generator:
   def generate(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,
                start: str = "h0", guidance=1.0, mix_weights=None):
-    """The whole batch in one compiled call: (samples_BxN int32, logp_BxN).
-    ``logp_BxN.sum(1)`` is each sequence's log-likelihood under the model."""
+    """The whole batch in one compiled call: (samples_BxS int32, logp_BxS).
+    ``logp_BxS.sum(1)`` is each sequence's log-likelihood under the model."""
     n_frames = math.ceil(num_samples / self.cfg.lookback)
-    (samples_BxN, logp_BxN), = list(self.segments(
+    (samples_BxS, logp_BxS), = list(self.segments(
         cond, seeds, num_samples, temperature, options, prime_BxP, start,
         n_frames * self.cfg.lookback, guidance, mix_weights))
-    return samples_BxN, logp_BxN
+    return samples_BxS, logp_BxS

@@ -533,7 +533,7 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
       with stop.abandonable(2):  # a second signal drops this chunk batch
         batch = next(stream)  # this process's rows of the global batch
         windows_NxBxW = sharding_lib.assemble_batch_rows(
-            data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback), mesh, 1)
+            data_lib.windows(batch.x_BxT, t.seq_len, mcfg.lookback), mesh, 1)
         cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
             (batch.cond_BxC, batch.mask_B), mesh)
         key = jax.random.fold_in(run_key, step)  # this chunk batch's keys

@@ -35,7 +35,7 @@ def condition_nll(workdir: str, split: str = "test", step="latest"):
   eye = np.eye(len(names), dtype=np.float32)
   labels, bits = [], []
   for batch in stream.eval_batches():
-    windows = data_lib.windows(batch.x_BxL, t.seq_len, mcfg.lookback)
+    windows = data_lib.windows(batch.x_BxT, t.seq_len, mcfg.lookback)
     n_samples = windows.shape[0] * t.seq_len
     per_cond_CxB = np.stack([
         np.asarray(chunk_nll(params, windows,

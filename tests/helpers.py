@@ -138,7 +138,7 @@ def generator_log_probs(graphdef, params, x_BxW, cond_BxNxC):
 
 
 def gru_inputs(seed=0, b=3, t=9, d=8, h=12):
-  """Random (x_BxTxD, h0_BxH, w_ih, w_hh, b_ih, b_hh) of a GRU layer."""
+  """Random (x_BxTxD, h0_BxD, w_ih, w_hh, b_ih, b_hh) of a GRU layer."""
   k = jax.random.split(jax.random.key(seed), 6)
   return (jax.random.normal(k[0], (b, t, d)), jax.random.normal(k[1], (b, h)),
           0.3 * jax.random.normal(k[2], (d, 3 * h)),
@@ -150,6 +150,6 @@ def gru_inputs(seed=0, b=3, t=9, d=8, h=12):
 def gru_loss(backend, *args):
   """A scalar of every output of ``gru.gru_sequence`` (their gradients
   reach every input)."""
-  h_BxTxH, h_last = gru.gru_sequence(*args, backend=backend)
-  weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
-  return jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+  h_BxTxD, h_last = gru.gru_sequence(*args, backend=backend)
+  weights = jnp.sin(jnp.arange(h_BxTxD.size).reshape(h_BxTxD.shape))
+  return jnp.sum(h_BxTxD * weights) + jnp.sum(h_last ** 2)

@@ -51,16 +51,16 @@ def test_batch_layout(tiny_dataset, method):
       27, 6, 8)
   assert stream.class_names == list(CLASSES) and stream.cond_dim == 3
   batch = take(stream, 1)[0]
-  assert batch.x_BxL.shape == (4, LOOKBACK + 8 * SEQ_LEN)
-  assert batch.x_BxL.dtype == np.int32 and batch.cond_BxC.dtype == np.float32
+  assert batch.x_BxT.shape == (4, LOOKBACK + 8 * SEQ_LEN)
+  assert batch.x_BxT.dtype == np.int32 and batch.cond_BxC.dtype == np.float32
   assert batch.label_B.dtype == np.int32 and batch.mask_B.dtype == np.float32
-  assert (batch.x_BxL[:, :LOOKBACK] == audio.q_zero(256)).all()
+  assert (batch.x_BxT[:, :LOOKBACK] == audio.q_zero(256)).all()
   np.testing.assert_array_equal(batch.cond_BxC, np.eye(3)[batch.label_B])
   np.testing.assert_array_equal(batch.mask_B, np.ones(4))
   # Rows hold the quantised chunk files (eval order is manifest order).
   first = next(stream.eval_batches())
   train = [c for c in manifest["chunks"] if c["split"] == "train"]
-  for row, chunk in zip(first.x_BxL, train):
+  for row, chunk in zip(first.x_BxT, train):
     want = chunk_levels(tiny_dataset, chunk, 256, method)
     np.testing.assert_array_equal(row[LOOKBACK:], want)
 
@@ -73,7 +73,7 @@ def test_preemphasis_batches_hold_the_encoded_chunks(tiny_dataset):
   plain = next(make_stream(tiny_dataset, preemphasis=0.0).eval_batches())
   shaped = next(make_stream(tiny_dataset, quantization="mu-law",
                             preemphasis=0.85).eval_batches())
-  for plain_row, row, chunk in zip(plain.x_BxL, shaped.x_BxL, train):
+  for plain_row, row, chunk in zip(plain.x_BxT, shaped.x_BxT, train):
     x_T, _ = sf.read(tiny_dataset / chunk["path"], dtype="float32")
     np.testing.assert_array_equal(plain_row[LOOKBACK:],
                                   chunk_levels(tiny_dataset, chunk))
@@ -81,7 +81,7 @@ def test_preemphasis_batches_hold_the_encoded_chunks(tiny_dataset):
         row[LOOKBACK:], audio.encode(x_T, 256, "mu-law", 0.85))
     assert not np.array_equal(row[LOOKBACK:], chunk_levels(
         tiny_dataset, chunk, 256, "mu-law"))
-  assert (shaped.x_BxL[:, :LOOKBACK] == audio.q_zero(256)).all()
+  assert (shaped.x_BxT[:, :LOOKBACK] == audio.q_zero(256)).all()
   with pytest.raises(ValueError, match=r"preemphasis=1.0 must be in \[0, 1\)"):
     make_stream(tiny_dataset, preemphasis=1.0)
 
@@ -91,8 +91,8 @@ def test_same_seed_same_batches_regardless_of_prefetch(tiny_dataset):
   b = take(make_stream(tiny_dataset, seed=5, prefetch=3), 8)
   assert_same(a, b)
   c = take(make_stream(tiny_dataset, seed=6), 8)
-  assert not np.array_equal(np.stack([x.x_BxL for x in a]),
-                            np.stack([x.x_BxL for x in c]))
+  assert not np.array_equal(np.stack([x.x_BxT for x in a]),
+                            np.stack([x.x_BxT for x in c]))
 
 
 def test_epochs_are_fresh_permutations(tiny_dataset):
@@ -100,7 +100,7 @@ def test_epochs_are_fresh_permutations(tiny_dataset):
   batches = take(stream, 13)
   assert stream.position() == {"epoch": 2, "batch": 1}
   def rows(epoch_batches):
-    return [row.tobytes() for b in epoch_batches for row in b.x_BxL]
+    return [row.tobytes() for b in epoch_batches for row in b.x_BxT]
   epoch0, epoch1 = rows(batches[:6]), rows(batches[6:12])
   assert len(set(epoch0)) == len(set(epoch1)) == 24  # no chunk twice
   assert epoch0 != epoch1
@@ -129,7 +129,7 @@ def test_two_hosts_concatenate_to_the_single_host_batch(tiny_dataset):
   hosts = [make_stream(tiny_dataset, seed=1, process_index=p, process_count=2)
            for p in range(2)]
   shares = [take(h, 7) for h in hosts]
-  assert shares[0][0].x_BxL.shape == (2, LOOKBACK + 8 * SEQ_LEN)
+  assert shares[0][0].x_BxT.shape == (2, LOOKBACK + 8 * SEQ_LEN)
   joined = [data.Batch(*(np.concatenate(fields) for fields in zip(a, b)))
             for a, b in zip(*shares)]
   assert_same(joined, take(single, 7))
@@ -152,34 +152,34 @@ def test_eval_batches_cover_the_split_once(tiny_dataset):
   assert len(valid) == 9 and len(batches) == 3
   masks = np.concatenate([b.mask_B for b in batches])
   np.testing.assert_array_equal(masks, [1] * 9 + [0] * 3)
-  real = np.concatenate([b.x_BxL for b in batches])[:9, LOOKBACK:]
+  real = np.concatenate([b.x_BxT for b in batches])[:9, LOOKBACK:]
   np.testing.assert_array_equal(
       real, np.stack([chunk_levels(tiny_dataset, c) for c in valid]))
   labels = np.concatenate([b.label_B for b in batches])[:9]
   np.testing.assert_array_equal(
       labels, [CLASSES.index(c["label"]) for c in valid])
   last = batches[-1]  # padded by repeating its rows
-  np.testing.assert_array_equal(last.x_BxL[1:], last.x_BxL[:1].repeat(3, 0))
+  np.testing.assert_array_equal(last.x_BxT[1:], last.x_BxT[:1].repeat(3, 0))
 
 
 def test_windows_layout(tiny_dataset):
-  x_BxL = np.arange(2 * 23).reshape(2, 23)  # lookback 3 + 4 windows of 5
-  w_NxBxW = data.windows(x_BxL, seq_len=5, lookback=3)
+  x_BxT = np.arange(2 * 23).reshape(2, 23)  # lookback 3 + 4 windows of 5
+  w_NxBxW = data.windows(x_BxT, seq_len=5, lookback=3)
   assert w_NxBxW.shape == (4, 2, 8) and w_NxBxW.dtype == np.int32
   for i in range(4):
-    np.testing.assert_array_equal(w_NxBxW[i], x_BxL[:, 5 * i:5 * i + 8])
+    np.testing.assert_array_equal(w_NxBxW[i], x_BxT[:, 5 * i:5 * i + 8])
   np.testing.assert_array_equal(w_NxBxW[1:, :, :3], w_NxBxW[:-1, :, -3:])
-  jitted = jax.jit(lambda x: data.windows(x, 5, 3))(jnp.asarray(x_BxL))
+  jitted = jax.jit(lambda x: data.windows(x, 5, 3))(jnp.asarray(x_BxT))
   np.testing.assert_array_equal(jitted, w_NxBxW)
   with pytest.raises(ValueError, match="not lookback 3 plus a positive "
                                        "multiple of seq_len 6"):
-    data.windows(x_BxL, seq_len=6, lookback=3)
+    data.windows(x_BxT, seq_len=6, lookback=3)
   batch = take(make_stream(tiny_dataset), 1)[0]
-  w_NxBxW = data.windows(batch.x_BxL, SEQ_LEN, LOOKBACK)
+  w_NxBxW = data.windows(batch.x_BxT, SEQ_LEN, LOOKBACK)
   assert w_NxBxW.shape == (8, 4, LOOKBACK + SEQ_LEN)
   assert (w_NxBxW[0, :, :LOOKBACK] == audio.q_zero(256)).all()
   np.testing.assert_array_equal(w_NxBxW[-1, :, -SEQ_LEN:],
-                                batch.x_BxL[:, -SEQ_LEN:])
+                                batch.x_BxT[:, -SEQ_LEN:])
 
 
 def test_vector_labels(tmp_path):

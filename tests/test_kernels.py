@@ -29,10 +29,10 @@ def _lstm_inputs(seed=0, b=3, t=9, d=8, h=12):
 def _lstm_loss(backend, compute_dtype, *args):
   """Weights every output and both parts of the last state (c_last's
   gradient enters the fused backward on its own path)."""
-  h_BxTxH, (h_last, c_last) = lstm.lstm_sequence(
+  h_BxTxD, (h_last, c_last) = lstm.lstm_sequence(
       *args, backend=backend, compute_dtype=compute_dtype)
-  weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
-  return (jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+  weights = jnp.sin(jnp.arange(h_BxTxD.size).reshape(h_BxTxD.shape))
+  return (jnp.sum(h_BxTxD * weights) + jnp.sum(h_last ** 2)
           + jnp.sum(jnp.cos(c_last)))
 
 

@@ -13,21 +13,21 @@ from csrnn_jax.kernels import taps
 from helpers import generator_log_probs, make, random_x
 
 
-def numpy_torch_gru(x_TxD, h_H, w_ih_3HxD, w_hh_3HxH, b_ih, b_hh):
+def numpy_torch_gru(x_TxI, h_D, w_ih_3DxI, w_hh_3DxD, b_ih, b_hh):
   """PyTorch's GRU equations in NumPy, torch weight layout (3H, D), float64."""
   def sig(a):
     return 1.0 / (1.0 + np.exp(-a))
   out = []
-  hsz = h_H.shape[0]
-  for x in x_TxD:
-    gi = w_ih_3HxD @ x + b_ih
-    gh = w_hh_3HxH @ h_H + b_hh
+  hsz = h_D.shape[0]
+  for x in x_TxI:
+    gi = w_ih_3DxI @ x + b_ih
+    gh = w_hh_3DxD @ h_D + b_hh
     r = sig(gi[:hsz] + gh[:hsz])
     z = sig(gi[hsz:2 * hsz] + gh[hsz:2 * hsz])
     n = np.tanh(gi[2 * hsz:] + r * gh[2 * hsz:])
-    h_H = (1 - z) * n + z * h_H
-    out.append(h_H)
-  return np.stack(out), h_H
+    h_D = (1 - z) * n + z * h_D
+    out.append(h_D)
+  return np.stack(out), h_D
 
 
 @pytest.mark.parametrize("n_rnn", [1, 2])
@@ -50,21 +50,21 @@ def test_gru_matches_numpy_torch_equations(n_rnn):
     np.testing.assert_allclose(out_BxTxD[b], seq, atol=1e-5)
 
 
-def numpy_torch_lstm(x_TxD, h_H, c_H, w_ih_4HxD, w_hh_4HxH, b_ih, b_hh):
+def numpy_torch_lstm(x_TxI, h_D, c_D, w_ih_4DxI, w_hh_4DxD, b_ih, b_hh):
   """PyTorch's LSTM equations in NumPy, torch weight layout (4H, D), gate
   order i, f, g, o, float64."""
   def sig(a):
     return 1.0 / (1.0 + np.exp(-a))
   out = []
-  hsz = h_H.shape[0]
-  for x in x_TxD:
-    gates = w_ih_4HxD @ x + b_ih + w_hh_4HxH @ h_H + b_hh
+  hsz = h_D.shape[0]
+  for x in x_TxI:
+    gates = w_ih_4DxI @ x + b_ih + w_hh_4DxD @ h_D + b_hh
     i, f = sig(gates[:hsz]), sig(gates[hsz:2 * hsz])
     g, o = np.tanh(gates[2 * hsz:3 * hsz]), sig(gates[3 * hsz:])
-    c_H = f * c_H + i * g
-    h_H = o * np.tanh(c_H)
-    out.append(h_H)
-  return np.stack(out), h_H, c_H
+    c_D = f * c_D + i * g
+    h_D = o * np.tanh(c_D)
+    out.append(h_D)
+  return np.stack(out), h_D, c_D
 
 
 @pytest.mark.parametrize("n_rnn", [1, 2])

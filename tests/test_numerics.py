@@ -60,10 +60,10 @@ def test_gru_backends_agree_in_bfloat16(backend):
   assert float(jnp.abs(ref - run("scan", "float32")).max()) > 1e-4
 
   def loss(b, *a):
-    h_BxTxH, h_last = gru.gru_sequence(*a, backend=b,
+    h_BxTxD, h_last = gru.gru_sequence(*a, backend=b,
                                        compute_dtype="bfloat16")
-    weights = jnp.sin(jnp.arange(h_BxTxH.size).reshape(h_BxTxH.shape))
-    return jnp.sum(h_BxTxH * weights) + jnp.sum(h_last ** 2)
+    weights = jnp.sin(jnp.arange(h_BxTxD.size).reshape(h_BxTxD.shape))
+    return jnp.sum(h_BxTxD * weights) + jnp.sum(h_last ** 2)
 
   grads_ref = jax.grad(lambda *a: loss("scan", *a), argnums=range(6))(*args)
   grads = jax.jit(jax.grad(lambda *a: loss(backend, *a),
@@ -86,7 +86,7 @@ def test_bfloat16_training_tracks_float32(tiny_dataset):
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256, 16,
                                 prefetch=0)
   batch = next(stream)
-  windows = data_lib.windows(batch.x_BxL, 256, 16)[:12]
+  windows = data_lib.windows(batch.x_BxT, 256, 16)[:12]
   bits = {}
   for dtype in ("float32", "bfloat16"):
     cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=32, cond_dim=3,

@@ -424,8 +424,8 @@ def judge_morphs(config, morphs, png_path: str) -> None:
   curves = []
   for path, row in morphs:
     wave_T, _ = sf.read(path, dtype="float32")
-    probs_SxK = judge.segment_probs(audio_eval.segment_features(wave_T, sr))
-    curves.append((os.path.basename(path)[:-4], probs_SxK,
-                   len(wave_T) / sr / len(probs_SxK),
+    probs_NxC = judge.segment_probs(audio_eval.segment_features(wave_T, sr))
+    curves.append((os.path.basename(path)[:-4], probs_NxC,
+                   len(wave_T) / sr / len(probs_NxC),
                    [t for t, _ in row.schedule]))
   plots.class_probabilities(curves, names, png_path)

@@ -77,20 +77,20 @@ class FrameLevelRNN(torch.nn.Module):
     self.upsampling = LearnedUpsampling1d(dim, dim, frame_size)
     self.upsampling.conv_t = _weight_norm(self.upsampling.conv_t, weight_norm)
 
-  def forward(self, prev_BxFxN, cond_BxC, upper_BxFxD, hidden_LxBxD):
+  def forward(self, prev_BxTxL, cond_BxC, upper_BxTxD, hidden_YxBxD):
     """Frames (B, F, n) as floats -> ((B, F * frame_size, dim), hidden)."""
-    b, f, _ = prev_BxFxN.shape
+    b, f, _ = prev_BxTxL.shape
     if cond_BxC is not None:
-      prev_BxFxN = torch.cat(
-          [prev_BxFxN, cond_BxC[:, None, :].expand(b, f, -1)], dim=2)
-    x_BxFxD = self.input_expand(prev_BxFxN.permute(0, 2, 1)).permute(0, 2, 1)
-    if upper_BxFxD is not None:
-      x_BxFxD = x_BxFxD + upper_BxFxD
-    if hidden_LxBxD is None:
-      hidden_LxBxD = self.h0[:, None, :].expand(-1, b, -1).contiguous()
-    out_BxFxD, hidden_LxBxD = self.rnn(x_BxFxD, hidden_LxBxD)
-    up = self.upsampling(out_BxFxD.permute(0, 2, 1)).permute(0, 2, 1)
-    return up, hidden_LxBxD
+      prev_BxTxL = torch.cat(
+          [prev_BxTxL, cond_BxC[:, None, :].expand(b, f, -1)], dim=2)
+    x_BxTxD = self.input_expand(prev_BxTxL.permute(0, 2, 1)).permute(0, 2, 1)
+    if upper_BxTxD is not None:
+      x_BxTxD = x_BxTxD + upper_BxTxD
+    if hidden_YxBxD is None:
+      hidden_YxBxD = self.h0[:, None, :].expand(-1, b, -1).contiguous()
+    out_BxTxD, hidden_YxBxD = self.rnn(x_BxTxD, hidden_YxBxD)
+    up = self.upsampling(out_BxTxD.permute(0, 2, 1)).permute(0, 2, 1)
+    return up, hidden_YxBxD
 
 
 class SampleLevelMLP(torch.nn.Module):
@@ -146,9 +146,9 @@ class Predictor(torch.nn.Module):
     self.model = model
     self.hidden = [None] * len(model.frame_level_rnns)
 
-  def run_rnn(self, index, prev_BxFxN, cond_BxC, upper):
+  def run_rnn(self, index, prev_BxTxL, cond_BxC, upper):
     out, self.hidden[index] = self.model.frame_level_rnns[index](
-        prev_BxFxN, cond_BxC, upper, self.hidden[index])
+        prev_BxTxL, cond_BxC, upper, self.hidden[index])
     self.hidden[index] = self.hidden[index].detach()
     return out
 
@@ -207,13 +207,13 @@ def _step(predictor, sequences_BxW, cond_BxC, draw):
       n = tiers[index].n_frame_samples
       if i % n:
         continue
-      prev_Bx1xN = frame_input(sequences_BxW[:, None, i - n:i],
+      prev_Bx1xL = frame_input(sequences_BxW[:, None, i - n:i],
                                model.q_levels, model.dtype)
       upper = None
       if index < len(tiers) - 1:
         frame_index = (i // n) % tiers[index + 1].frame_size
         upper = outputs[index + 1][:, frame_index:frame_index + 1, :]
-      outputs[index] = predictor.run_rnn(index, prev_Bx1xN, cond_BxC, upper)
+      outputs[index] = predictor.run_rnn(index, prev_Bx1xL, cond_BxC, upper)
     upper_Bx1xD = outputs[0][:, i % fs1:i % fs1 + 1, :]
     logp_BxQ = model.sample_level_mlp(sequences_BxW[:, i - fs1:i],
                                       upper_Bx1xD)[:, 0]

@@ -51,8 +51,8 @@ def pad_to(x, shape):
 
 
 def pad_gates(x, hidden: int, padded: int):
-  """Pads each of the G gate blocks of the last axis (G * hidden) to
-  ``padded`` columns: (..., G * hidden) -> (..., G * padded)."""
+  """Pads each gate's block of the last axis to ``padded`` columns:
+  (..., gates * hidden) -> (..., gates * padded)."""
   gates = x.shape[-1] // hidden
   x = x.reshape(x.shape[:-1] + (gates, hidden))
   x = pad_to(x, x.shape[:-1] + (padded,))

@@ -41,34 +41,34 @@ def check_backend(backend: str) -> None:
 class StepTables(NamedTuple):
   """The input layer as one sample step reads it: the tap tables (FS1, Q,
   dim) and their push layout (``push_tables``)."""
-  taps_FxQxD: jax.Array
-  push_QxFxD: jax.Array
+  taps_LxQxD: jax.Array
+  push_QxLxD: jax.Array
 
 
-def push_tables(tables_FxQxD):
+def push_tables(tables_LxQxD):
   """(Q, FS1, dim) with [x, k] = T_{FS1-1-k}[x]: x's contribution to the
   position k + 1 steps after it."""
-  return jnp.transpose(tables_FxQxD[::-1], (1, 0, 2))
+  return jnp.transpose(tables_LxQxD[::-1], (1, 0, 2))
 
 
-def initial_sums(tables_FxQxD, prev_BxF):
+def initial_sums(tables_LxQxD, prev_BxL):
   """acc (FS1, B, dim) from the FS1 samples before the current position:
   acc[k] = sum_{j < FS1 - k} T_j[prev[:, k + j]]."""
-  fs1 = tables_FxQxD.shape[0]
+  fs1 = tables_LxQxD.shape[0]
   rows = []
   for k in range(fs1):
-    acc_BxD = jnp.zeros(prev_BxF.shape[:1] + tables_FxQxD.shape[2:],
-                        tables_FxQxD.dtype)
+    acc_BxD = jnp.zeros(prev_BxL.shape[:1] + tables_LxQxD.shape[2:],
+                        tables_LxQxD.dtype)
     for j in range(fs1 - k):
-      acc_BxD = acc_BxD + tables_FxQxD[j][prev_BxF[:, k + j]]
+      acc_BxD = acc_BxD + tables_LxQxD[j][prev_BxL[:, k + j]]
     rows.append(acc_BxD)
   return jnp.stack(rows)
 
 
-def push(push_QxFxD, acc_FxBxD, x_B):
+def push(push_QxLxD, acc_LxBxD, x_B):
   """Advance one position after drawing x_B: shift, add x's contributions."""
-  shifted = jnp.concatenate([acc_FxBxD[1:], jnp.zeros_like(acc_FxBxD[:1])])
-  return shifted + jnp.swapaxes(push_QxFxD[x_B], 0, 1)
+  shifted = jnp.concatenate([acc_LxBxD[1:], jnp.zeros_like(acc_LxBxD[:1])])
+  return shifted + jnp.swapaxes(push_QxLxD[x_B], 0, 1)
 
 
 def head_jnp(features_BxD, c_BxD, w_h, b_h, w_o, b_o,
@@ -113,14 +113,14 @@ def _head(features_BxD, c_BxD, w_h, b_h, w_o, b_o, *, compute_dtype,
   return logits_BxQ[:b, :q]
 
 
-def _dense_tiles(inputs, w_KxN, b_N, *, relu, tile_n, compute_dtype,
+def _dense_tiles(inputs, w_IxO, b_O, *, relu, tile_n, compute_dtype,
                  compiled):
   """One layer as a kernel: act(ReLU(sum of ``inputs``) @ w + b), act ReLU
   with ``relu``. ``inputs`` (B, K) with B a multiple of BATCH_BLOCK and K
   of the input's tile; N a multiple of ``tile_n``."""
   rows = pallas_gpu.BATCH_BLOCK
   bp, kp = inputs[0].shape
-  n = w_KxN.shape[1]
+  n = w_IxO.shape[1]
   tile_k = pallas_gpu.tile_size(kp)
 
   def kernel(*refs):
@@ -146,4 +146,4 @@ def _dense_tiles(inputs, w_KxN, b_N, *, relu, tile_n, compute_dtype,
       + [pl.BlockSpec((kp, tile_n), lambda i, j: (0, j)),
          pl.BlockSpec((1, tile_n), lambda i, j: (0, j))],
       out_specs=pl.BlockSpec((rows, tile_n), lambda i, j: (i, j)))(
-          *inputs, w_KxN, b_N[None])
+          *inputs, w_IxO, b_O[None])

@@ -21,55 +21,55 @@ import jax
 import jax.numpy as jnp
 
 
-def tap_tables(embedding_QxQ, w_FxQxD):
+def tap_tables(embedding_QxQ, w_LxQxD):
   """Per-tap tables T_j = Emb @ W_j: (FS1, Q, dim)."""
-  return jnp.einsum("ae,feb->fab", embedding_QxQ, w_FxQxD)
+  return jnp.einsum("ae,feb->fab", embedding_QxQ, w_LxQxD)
 
 
-def taps_input_autodiff(tables_FxQxD, x_BxW):
+def taps_input_autodiff(tables_LxQxD, x_BxW):
   """Sum of tap lookups over every full window of FS1 samples in x.
 
   Output position t reads x[:, t : t + FS1]; returns (B, W - FS1 + 1, dim).
   """
-  fs1 = tables_FxQxD.shape[0]
+  fs1 = tables_LxQxD.shape[0]
   t = x_BxW.shape[1] - fs1 + 1
-  out_BxTxD = tables_FxQxD[0][x_BxW[:, 0:t]]
+  out_BxTxD = tables_LxQxD[0][x_BxW[:, 0:t]]
   for j in range(1, fs1):
-    out_BxTxD = out_BxTxD + tables_FxQxD[j][x_BxW[:, j:j + t]]
+    out_BxTxD = out_BxTxD + tables_LxQxD[j][x_BxW[:, j:j + t]]
   return out_BxTxD
 
 
 TAPS_PER_LOOP_STEP = 4
 
 
-def _taps_sum_loop(tables_FxQxD, x_BxW):
+def _taps_sum_loop(tables_LxQxD, x_BxW):
   """``taps_input_autodiff`` as a loop over groups of taps. The loop's
   result is materialised once: as a plain sum, XLA copies the FS1 gathers
   into every consumer of the sum, forward and backward, and keeps them all
   (on the ambient model 16 x 64 MB per window)."""
-  fs1, _, dim = tables_FxQxD.shape
+  fs1, _, dim = tables_LxQxD.shape
   group = TAPS_PER_LOOP_STEP if fs1 % TAPS_PER_LOOP_STEP == 0 else 1
   t = x_BxW.shape[1] - fs1 + 1
 
   def body(out_BxTxD, first):
     for k in range(group):
       x_BxT = jax.lax.dynamic_slice_in_dim(x_BxW, first + k, t, 1)
-      out_BxTxD = out_BxTxD + jnp.take(tables_FxQxD, first + k, axis=0)[x_BxT]
+      out_BxTxD = out_BxTxD + jnp.take(tables_LxQxD, first + k, axis=0)[x_BxT]
     return out_BxTxD, None
 
-  zeros_BxTxD = jnp.zeros((x_BxW.shape[0], t, dim), tables_FxQxD.dtype)
+  zeros_BxTxD = jnp.zeros((x_BxW.shape[0], t, dim), tables_LxQxD.dtype)
   return jax.lax.scan(body, zeros_BxTxD, jnp.arange(0, fs1, group))[0]
 
 
 @jax.custom_vjp
-def taps_input(tables_FxQxD, x_BxW):
+def taps_input(tables_LxQxD, x_BxW):
   """``taps_input_autodiff`` with a VJP that keeps only ``x_BxW``."""
-  return _taps_sum_loop(tables_FxQxD, x_BxW)
+  return _taps_sum_loop(tables_LxQxD, x_BxW)
 
 
-def _taps_fwd(tables_FxQxD, x_BxW):
-  return _taps_sum_loop(tables_FxQxD, x_BxW), (
-      x_BxW, jnp.zeros((0,) + tables_FxQxD.shape[1:], tables_FxQxD.dtype))
+def _taps_fwd(tables_LxQxD, x_BxW):
+  return _taps_sum_loop(tables_LxQxD, x_BxW), (
+      x_BxW, jnp.zeros((0,) + tables_LxQxD.shape[1:], tables_LxQxD.dtype))
 
 
 def _taps_bwd(saved, dout_BxTxD):
@@ -78,20 +78,20 @@ def _taps_bwd(saved, dout_BxTxD):
   t = dout_BxTxD.shape[1]
   fs1 = x_BxW.shape[1] - t + 1
   zeros_QxD = jnp.zeros(like_0xQxD.shape[1:], dout_BxTxD.dtype)
-  dtables_FxQxD = jnp.stack([zeros_QxD.at[x_BxW[:, j:j + t]].add(dout_BxTxD)
+  dtables_LxQxD = jnp.stack([zeros_QxD.at[x_BxW[:, j:j + t]].add(dout_BxTxD)
                              for j in range(fs1)])
-  return dtables_FxQxD, None
+  return dtables_LxQxD, None
 
 
 taps_input.defvjp(_taps_fwd, _taps_bwd)
 
 
-def conv_input(embedding_QxQ, w_FxQxD, x_BxW):
+def conv_input(embedding_QxQ, w_LxQxD, x_BxW):
   """Reference: embed every sample, then a valid conv with kernel FS1."""
-  fs1 = w_FxQxD.shape[0]
+  fs1 = w_LxQxD.shape[0]
   t = x_BxW.shape[1] - fs1 + 1
   emb_BxWxQ = embedding_QxQ[x_BxW]
-  out_BxTxD = emb_BxWxQ[:, 0:t] @ w_FxQxD[0]
+  out_BxTxD = emb_BxWxQ[:, 0:t] @ w_LxQxD[0]
   for j in range(1, fs1):
-    out_BxTxD = out_BxTxD + emb_BxWxQ[:, j:j + t] @ w_FxQxD[j]
+    out_BxTxD = out_BxTxD + emb_BxWxQ[:, j:j + t] @ w_LxQxD[j]
   return out_BxTxD
