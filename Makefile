@@ -12,7 +12,7 @@ else
   STAMP := .venv/.csrnn-jax-installed
 endif
 
-.PHONY: test demo demo-run install
+.PHONY: test test-fast demo demo-run install
 
 DEMO_DATA := data/demo_prepared
 DEMO_RUN := runs/demo
@@ -27,8 +27,16 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# Both lanes on every core (pytest-xdist, a file per worker at a time);
+# test-fast leaves out the slow lane (tests marked slow: subprocesses end to
+# end) and is what to run while working.
+PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 # The demo: prepare the bundled piano/violin data, train the CPU recipe
 # (configs/cpu.py) at a shorter schedule, generate a few seconds per class

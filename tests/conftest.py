@@ -6,6 +6,10 @@
   (``JAX_COMPILATION_CACHE_DIR`` to move it), which the subprocesses that tests start inherit through the
   environment: a program compiled once, by any test or by an earlier session,
   is read back instead of compiled again.
+- XLA's optimisation passes off (``JAX_DISABLE_MOST_OPTIMIZATIONS``): the
+  tests' programs are tiny, so compiling them costs far more than running
+  them, and the passes change no result that a test's tolerance depends on
+  (float32 stays float32, matmuls stay at full precision).
 - float32 matmuls at full precision, as the tolerances assume.
 - ``tiny_dataset`` (audio_fixtures) and ``trained_run`` (helpers) are built
   once per session; read them only.
@@ -19,6 +23,7 @@ os.environ.setdefault(
     str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax-tests"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax  # noqa: E402
 

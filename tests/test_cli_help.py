@@ -31,6 +31,7 @@ def leaves(config, prefix=""):
       yield prefix + key, value
 
 
+@pytest.mark.slow
 def test_train_help_lists_flags_and_every_config_key():
   done = run(REPO / "train.py", "--help")
   assert done.returncode == 0, done.stderr
@@ -55,6 +56,7 @@ def test_train_help_lists_flags_and_every_config_key():
           "or after this") in done.stdout
 
 
+@pytest.mark.slow
 def test_train_help_with_a_config_shows_its_values():
   done = run(REPO / "train.py", "--config", "tiny", "--help")
   assert done.returncode == 0, done.stderr
@@ -64,6 +66,7 @@ def test_train_help_with_a_config_shows_its_values():
   assert ["train.batch_size", "=", "4"] in lines
 
 
+@pytest.mark.slow
 def test_train_without_config_names_the_fix(tmp_path):
   done = run(REPO / "train.py", "--workdir", tmp_path / "run", cwd=tmp_path)
   assert done.returncode == 2
@@ -73,6 +76,7 @@ def test_train_without_config_names_the_fix(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_print_config_applies_overrides_and_trains_nothing(tmp_path):
   done = run(REPO / "train.py", "--config", "ambient",
              "--config.train.batch_size=16", "--print_config",
@@ -85,6 +89,7 @@ def test_print_config_applies_overrides_and_trains_nothing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_sample_help_gives_the_condition_vector_order(tmp_path):
   general = run(REPO / "sample.py", "--help")
   assert general.returncode == 0, general.stderr

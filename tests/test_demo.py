@@ -4,7 +4,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import soundfile as sf
+
+pytestmark = pytest.mark.slow  # subprocesses end to end
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,8 @@ from csrnn_jax import console
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import trainer
 
+pytestmark = pytest.mark.slow  # subprocesses end to end
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Generating this much audio per class took the old stop path (a final
 # validation and samples after the signal) well over a minute here.

@@ -10,6 +10,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses end to end
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ("csrnn_jax", "configs", "pyproject.toml", "README.md", "LICENSE")
 

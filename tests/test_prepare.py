@@ -359,6 +359,7 @@ def dataset_files(out: pathlib.Path) -> dict:
           for p in out.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_rebuild_keeps_the_old_dataset_until_the_new_one_is_complete(
     tmp_path):
   make_class_folders(tmp_path / "src", classes=("bells", "organ"),
@@ -408,6 +409,7 @@ def test_error_out_holds_an_invalid_manifest(tmp_path):
   assert run_prepare(tmp_path / "src", tmp_path / "out", overwrite=True)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
   make_class_folders(tmp_path / "src", classes=("bells", "organ"),
                      files_per_class=3, bad_files=False)

@@ -32,6 +32,8 @@ import pytest
 
 from audio_fixtures import synth, write_audio
 
+pytestmark = pytest.mark.slow  # subprocesses end to end
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 SECONDS = "0.1"  # per generated clip
@@ -47,7 +49,6 @@ CLASSES = {"happy": "bells", "sad": "organ", "space": "wind",
            "creepy": "organ"}
 TINY_AMBIENT = '''
 from csrnn_jax import configlib
-
 
 def get_config():
   config = configlib.base_config()

@@ -67,6 +67,7 @@ def sessions(run) -> int:
 
 # BAD 3: two trainers on one workdir.
 
+@pytest.mark.slow
 def test_bad3_second_trainer_on_a_workdir_is_refused_until_kill_9(runs,
                                                                   tmp_path):
   dataset, run = copied(runs, tmp_path)
@@ -214,6 +215,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_says_what_is_kept_and_resumes(runs, tmp_path):
   """A file size limit (RLIMIT_FSIZE, as a full disk) makes the next
   checkpoint's array files fail to write; config and logs (a few KB) fit."""
@@ -325,6 +327,7 @@ def test_outputs_of_another_step_in_the_same_out_are_not_overwritten(
   assert (out / "bells_seed5_t1.wav").read_bytes() == b"someone else's"
 
 
+@pytest.mark.slow
 def test_a_killed_generation_leaves_no_file_under_the_final_name(runs,
                                                                  tmp_path):
   out = tmp_path / "out"
@@ -355,6 +358,7 @@ def test_a_killed_generation_leaves_no_file_under_the_final_name(runs,
      "error: --config.train.learning_rate=fast: expected float (like the "
      "default 0.001)"),
 ])
+@pytest.mark.slow
 def test_train_cli_config_errors_are_one_line(tmp_path, flag, message):
   done = subprocess.run(
       [sys.executable, str(REPO / "train.py"), "--config=tiny", flag,

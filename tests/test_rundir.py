@@ -88,6 +88,7 @@ def test_paths_of_samples_metrics_and_checkpoints(tmp_path):
                                                    "checkpoints")
 
 
+@pytest.mark.slow
 def test_workdir_lock_is_exclusive_and_released_by_kill_9(tmp_path):
   holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
                             stdout=subprocess.PIPE, text=True,

@@ -429,6 +429,7 @@ def test_memory_of_a_long_generation_does_not_grow_with_its_length(
   segments.close()
 
 
+@pytest.mark.slow
 def test_sample_cli_end_to_end(trained_run, tmp_path):
   out = tmp_path / "out"
   done = subprocess.run(
@@ -694,6 +695,7 @@ def test_sample_cli_cond_schedule_syntax(trained_run, spec):
     sample_cli.main([f"--workdir={trained_run}", "--cond-schedule", spec])
 
 
+@pytest.mark.slow
 def test_sample_cli_splits_rows_over_devices_like_one_device(trained_run,
                                                              tmp_path):
   """In this process sample.py sees 4 CPU devices and splits its 3 rows

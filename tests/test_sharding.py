@@ -61,7 +61,7 @@ def test_sharded_training_scan_matches_one_device(tiny_dataset):
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
-  windows_NxBxW = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:6]
+  windows_NxBxW = data_lib.windows(batch.x_BxT, 256, mcfg.lookback)[:6]
   graphdef, params = model_lib.build(mcfg, 0)
   tx = trainer.make_optimizer(config.train)
   single = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
@@ -195,6 +195,7 @@ def run_train_processes(workdir, dataset, num_processes: int, devices: int):
   return [(p.returncode,) + out for p, out in zip(procs, outputs)]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tiny_dataset, tmp_path):
   """2 processes x 1 CPU device, each reading half of every batch, joined by
   jax.distributed on localhost, end bitwise equal to 1 process x 2 devices;

@@ -90,6 +90,7 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
       WINDOWS_PER_BATCH, 2 * WINDOWS_PER_BATCH]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_to_completion(tiny_dataset, tmp_path):
   workdir = tmp_path / "killed"
   steps = 12 * WINDOWS_PER_BATCH
@@ -127,6 +128,7 @@ def test_sigkill_mid_run_then_resume_to_completion(tiny_dataset, tmp_path):
   assert train_steps[-1] == steps
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits(tiny_dataset, tmp_path):
   workdir = tmp_path / "terminated"
   cmd = [sys.executable, str(REPO / "train.py"), "--config=tiny",
@@ -220,7 +222,7 @@ def test_scan_and_one_window_per_dispatch_agree(tiny_dataset):
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
-  windows = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:6]
+  windows = data_lib.windows(batch.x_BxT, 256, mcfg.lookback)[:6]
   results = []
   for scan in (True, False):
     graphdef, params = model_lib.build(mcfg, 0)
@@ -241,7 +243,7 @@ def one_batch(tiny_dataset, windows):
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
-  return (mcfg, data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:windows],
+  return (mcfg, data_lib.windows(batch.x_BxT, 256, mcfg.lookback)[:windows],
           batch)
 
 
@@ -314,7 +316,7 @@ def test_first_window_trains_learned_h0(tiny_dataset):
   stream = data_lib.BatchStream(str(tiny_dataset), "train", 4, 256,
                                 mcfg.lookback, prefetch=0)
   batch = next(stream)
-  windows = data_lib.windows(batch.x_BxL, 256, mcfg.lookback)[:2]
+  windows = data_lib.windows(batch.x_BxT, 256, mcfg.lookback)[:2]
   tx = optax.sgd(1.0)
   step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
   new, _, _ = step(params, tx.init(params), windows, batch.cond_BxC,
@@ -375,6 +377,7 @@ def test_config_names_resolve_to_files():
     resolve_config_path("ambiant")
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_override(tiny_dataset, tmp_path):
   done = subprocess.run(
       [sys.executable, str(REPO / "train.py"), "--config=tiny",
