@@ -83,6 +83,8 @@ class SampleConfig:
   top_p: float = 1.0  # 1 = off
   min_p: float = 0.0  # 0 = off
   typical_p: float = 1.0  # 1 = off
+  truncate_above: int = -1  # the filters only where the audio is louder
+                            # than this many levels; -1 = at every step
   crash_guard: bool = False  # rewind and redraw a row that crashes
 
 

@@ -108,7 +108,8 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   """``<name>_seed<seed>_t<temperature>``, then each setting that changes the
   audio, only where it is not the default: g<guidance> for a guided row
   (``cv`` after it when guidance applies to the conditioning vectors),
-  k<top_k>, p<top_p>, minp<min_p>, typ<typical_p>, prime<the first 6 hex
+  k<top_k>, p<top_p>, minp<min_p>, typ<typical_p>, above<truncate_above>
+  (when a filter is on), prime<the first 6 hex
   digits of the SHA-1 of the prime's levels>, zeros (``start``), guard (the
   crash guard)."""
   o = options
@@ -120,6 +121,8 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   parts += [f"p{o.top_p:g}"] if o.top_p < 1.0 else []
   parts += [f"minp{o.min_p:g}"] if o.min_p > 0.0 else []
   parts += [f"typ{o.typical_p:g}"] if o.typical_p < 1.0 else []
+  parts += ([f"above{o.truncate_above}"]
+            if o.filtered and o.truncate_above >= 0 else [])
   if prime_P is not None:
     parts.append("prime" + hashlib.sha1(
         np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])
@@ -196,7 +199,9 @@ def settings(row: Row, options: sampling.SamplingOptions, start: str,
          "temperature": row.temperature, "guidance": row.guidance,
          "guide": options.guide, "top_k": options.top_k,
          "top_p": options.top_p, "min_p": options.min_p,
-         "typical_p": options.typical_p, "start": start, "primed": primed,
+         "typical_p": options.typical_p,
+         "truncate_above": options.truncate_above, "start": start,
+         "primed": primed,
          "seconds": seconds, "sample_rate": sample_rate}
   if row.mix:
     out["cond_mix"] = {name: weight for name, weight, _ in row.mix}

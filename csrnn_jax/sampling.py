@@ -9,8 +9,9 @@ Randomness: sample t of row b uses ``fold_in(key_b, t)`` with ``key_b`` from
 the row's own seed, so a row's audio depends only on its seed, condition,
 temperature and guidance: not on the batch it shares, nor on how a long file
 is cut into segments. Sampling is Gumbel-max on ``logits / temperature``
-after optional top-k / top-p / min-p / typical filtering; the returned
-log-likelihood is that of the samples under the untempered model (with
+after optional top-k / top-p / min-p / typical filtering, at every step or
+only where the audio is loud (``SamplingOptions.truncate_above``); the
+returned log-likelihood is that of the samples under the untempered model (with
 guidance: the untempered guided distribution).
 
 Classifier-free guidance (``SamplingOptions.guide``): each output row runs
@@ -63,6 +64,11 @@ class SamplingOptions:
   top_p: float = 1.0  # 1.0: off
   min_p: float = 0.0  # 0.0: off
   typical_p: float = 1.0  # 1.0: off
+  # The filters apply only at the steps whose previous FS(1) samples reach
+  # more than this many levels from the centre (-1: at every step). Cutting
+  # the tail cleans the noise floor of loud passages; in quiet ones it pulls
+  # the audio into silence, which a full draw avoids.
+  truncate_above: int = -1
   guide: str = "off"  # where guidance applies: off | logits | cond_vectors
   backend: str = "fused"  # the inner step: scan (reference) | fused | pallas
 
@@ -77,6 +83,9 @@ class SamplingOptions:
     if not 0.0 < self.typical_p <= 1.0:
       raise ValueError(f"typical_p={self.typical_p} must be in (0, 1] (1 turns "
                        "it off)")
+    if self.truncate_above < -1:
+      raise ValueError(f"truncate_above={self.truncate_above} must be >= 0 "
+                       "levels, or -1 (the filters apply at every step)")
     if self.guide not in GUIDES:
       raise ValueError(f"guide={self.guide!r} is unknown; allowed values: "
                        f"{', '.join(GUIDES)}")
@@ -84,6 +93,12 @@ class SamplingOptions:
   @property
   def guided(self) -> bool:
     return self.guide != "off"
+
+  @property
+  def filtered(self) -> bool:
+    """Whether a rule cuts the distribution (top-k/p, min-p, typical)."""
+    return (self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
+            or self.typical_p < 1.0)
 
 
 def _keep_mass(logits_BxQ, rank_BxQ, mass):
@@ -155,12 +170,17 @@ def pass_conditions(m: model_lib.CSampleRNN, cond_BxMxTxC, guided: bool):
       b * (cond_BxMxTxC.shape[1] + 1), f, c)
 
 
-def draw(logits_BxQ, keys_B, temperature_B, options: SamplingOptions):
-  """One sample per row: Gumbel-max over filtered, tempered logits."""
-  scaled_BxQ = filter_logits(logits_BxQ / temperature_B[:, None], options)
+def draw(logits_BxQ, keys_B, temperature_B, options: SamplingOptions,
+         loud_B=None):
+  """One sample per row: Gumbel-max over tempered logits, filtered in the
+  rows where ``loud_B`` (bool (B,); every row when None)."""
+  scaled_BxQ = logits_BxQ / temperature_B[:, None]
+  filtered_BxQ = filter_logits(scaled_BxQ, options)
+  if loud_B is not None:
+    filtered_BxQ = jnp.where(loud_B[:, None], filtered_BxQ, scaled_BxQ)
   gumbel_BxQ = jax.vmap(lambda k: jax.random.gumbel(
       k, logits_BxQ.shape[-1:]))(keys_B)
-  return jnp.argmax(scaled_BxQ + gumbel_BxQ, axis=-1).astype(jnp.int32)
+  return jnp.argmax(filtered_BxQ + gumbel_BxQ, axis=-1).astype(jnp.int32)
 
 
 def initial_state(m: model_lib.CSampleRNN, batch_size: int,
@@ -249,9 +269,9 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
   def body(state, xs):
     j, c_RxD = xs
     pos = base + j
+    prev_RxL = jax.lax.dynamic_slice_in_dim(state.buf_Rx2L,
+                                            lookback + pos - fs1, fs1, 1)
     if ctx.options.backend == "scan":
-      prev_RxL = jax.lax.dynamic_slice_in_dim(state.buf_Rx2L,
-                                              lookback + pos - fs1, fs1, 1)
       features_RxD = mlp.features(prev_RxL, ctx.tables.taps_LxQxD)[:, 0]
     else:
       features_RxD = state.acc_LxRxD[0]
@@ -265,7 +285,8 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
     if ctx.teacher_BxL is None:
       step_keys = jax.vmap(jax.random.fold_in, (0, None))(
           ctx.keys_B, ctx.frame_start + pos)
-      x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options)
+      x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options,
+                 _loud(ctx, prev_RxL[::ctx.passes]))
       logp_Bx1 = jnp.take_along_axis(logp_BxQ, x_B[:, None], 1)
     else:
       x_B = jax.lax.dynamic_index_in_dim(ctx.teacher_BxL, pos, 1, False)
@@ -283,6 +304,14 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
 
   xs = (jnp.arange(c_RxUxD.shape[1]), jnp.swapaxes(c_RxUxD, 0, 1))
   return jax.lax.scan(body, state, xs)[0]
+
+
+def _loud(ctx: _Context, prev_BxL):
+  """Which rows the filters apply to (``truncate_above``), or None: all."""
+  if ctx.options.truncate_above < 0 or not ctx.options.filtered:
+    return None
+  centre = audio.q_zero(ctx.m.cfg.q_levels)
+  return jnp.max(jnp.abs(prev_BxL - centre), 1) > ctx.options.truncate_above
 
 
 def _run_below(ctx: _Context, tier_index, vectors_RxUxD, state: _Frame, base,

@@ -138,6 +138,42 @@ def test_sampling_rules_apply_after_temperature(tiny_generator):
     assert np.mean(np.isfinite(kept)) < 0.5  # the rule did cut tokens
 
 
+def test_truncate_above_filters_only_the_loud_steps(tiny_generator):
+  """With ``truncate_above`` the rule cuts the draw only at the steps whose
+  previous FS(1) samples reach more than that many levels from the centre
+  (the audio starts from silence); the quiet steps draw from the full
+  distribution. -1 is the plain filtered sampling and a threshold no sample
+  passes (Q / 2) unfiltered sampling, bit for bit."""
+  graphdef, params, gen = tiny_generator
+  cond, seeds, fs1, centre = np.eye(3)[:2], [1, 2], 4, audio.q_zero(256)
+  # The randomised model's audio spans the range: its peaks over FS(1)
+  # samples lie at about 105 to 122 levels, so 112 splits the steps.
+  rule, threshold = {"min_p": 0.5}, 112
+  options = lambda **o: sampling.SamplingOptions(**o)
+  x, _ = gen.generate(cond, seeds, 256, temperature=1.5,
+                      options=options(truncate_above=threshold, **rule))
+  _, logits = teacher_forced_logp(graphdef, params, x, cond)
+  kept_BxSxQ = np.isfinite(sampling.filter_logits(
+      logits.reshape(-1, 256) / 1.5, options(**rule))).reshape(2, -1, 256)
+  drawn_kept_BxS = np.take_along_axis(kept_BxSxQ, x[..., None], -1)[..., 0]
+  before_BxSxL = np.lib.stride_tricks.sliding_window_view(
+      np.concatenate([np.full((2, fs1), centre), x], 1), fs1, 1)[:, :-1]
+  loud_BxS = np.abs(before_BxSxL - centre).max(-1) > threshold
+  assert 0.2 < loud_BxS.mean() < 0.8
+  assert drawn_kept_BxS[loud_BxS].all()
+  assert not drawn_kept_BxS[~loud_BxS].all()  # full draws leave the kept set
+  for above, same in ((-1, rule), (128, {})):
+    gated, gated_logp = gen.generate(cond, seeds, 64, temperature=1.5,
+                                     options=options(truncate_above=above,
+                                                     **rule))
+    plain, plain_logp = gen.generate(cond, seeds, 64, temperature=1.5,
+                                     options=options(**same))
+    np.testing.assert_array_equal(gated, plain)
+    np.testing.assert_array_equal(gated_logp, plain_logp)
+  with pytest.raises(ValueError, match="truncate_above=-2"):
+    options(truncate_above=-2)
+
+
 def test_priming_continues_the_audio(tiny_generator):
   graphdef, params, gen = tiny_generator
   cond = np.eye(3)[:1]
@@ -530,6 +566,9 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
   assert stem(options={"top_k": 8, "top_p": 0.9, "min_p": 0.1,
                        "typical_p": 0.95}, start="zeros", guarded=True) == (
       "happy_seed3_t1_k8_p0.9_minp0.1_typ0.95_zeros_guard")
+  assert stem(options={"min_p": 0.1, "truncate_above": 12}) == (
+      "happy_seed3_t1_minp0.1_above12")
+  assert stem(options={"truncate_above": 12}) == "happy_seed3_t1"  # no rule
   primes = {stem(prime_P=np.arange(n)) for n in (10, 11)}
   assert len(primes) == 2 and all("_prime" in p for p in primes)
 

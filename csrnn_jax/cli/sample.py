@@ -225,7 +225,7 @@ def sampling_settings(args, run_defaults) -> dict:
   output)."""
   settings = {}
   for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
-              "typical_p", "crash_guard"):
+              "typical_p", "truncate_above", "crash_guard"):
     value = getattr(args, key)
     if value is None:
       value = getattr(run_defaults, key)
@@ -318,6 +318,11 @@ def parser(argv=None) -> common.Parser:
                  help="keep tokens with p >= min_p * p_max (0: off)")
   p.add_argument("--typical-p", type=float,
                  help="typical sampling's mass (1: off)")
+  p.add_argument("--truncate-above", type=int, metavar="LEVELS",
+                 help="apply the filters above (top-k/p, min-p, typical) "
+                 "only where the previous FS(1) samples reach more than "
+                 "LEVELS from the centre, and draw from the full "
+                 "distribution in quieter passages (-1: everywhere)")
   p.add_argument("--prime", help="a wav (any audio) whose end is continued")
   p.add_argument("--start", choices=sampling.STARTS, default="h0",
                  help="hidden state at the start: learned h0 or zeros")
@@ -352,7 +357,8 @@ def main(argv=None) -> int:
     guided = any(r.guided for r in rows)
     options = sampling.SamplingOptions(
         settings["top_k"], settings["top_p"], settings["min_p"],
-        settings["typical_p"], guide=settings["guide"] if guided else "off")
+        settings["typical_p"], settings["truncate_above"],
+        guide=settings["guide"] if guided else "off")
     if (not config.train.cond_dropout
         and any(abs(r.null_weight) > 1e-6 for r in rows)):
       print("warning: this model was trained without condition dropout "
