@@ -7,8 +7,11 @@ rarely leaves, so the guard does not wait for it to end: after every segment
 (``segment_seconds``, rounded down to whole top frames) each row's newest
 audio is checked with ``crash.CrashDetector``; a row that crashed goes
 back to the generator state at the start of the segment where the crash began
-and draws that stretch again with fresh randomness. After ``max_rewinds`` a
-row keeps what it has (and is no longer checked).
+and draws that stretch again with fresh randomness (with
+``redraw_unfiltered``, from the full distribution: the filters of the
+sampling options, which lower the noise floor but pull audio into silence,
+are off until the row is past the segment where the crash was found). After
+``max_rewinds`` a row keeps what it has (and is no longer checked).
 
 Rows move independently, so a rewound row lags the others. Rows that never
 rewound keep the plain generator's keys and positions: their audio is exactly
@@ -58,8 +61,10 @@ class CrashGuard:
 
   def __init__(self, sample_rate: int, segment_seconds: float = 0.25,
                max_rewinds: int = 8,
-               detector: crash_lib.CrashDetector = crash_lib.CrashDetector()):
+               detector: crash_lib.CrashDetector = crash_lib.CrashDetector(),
+               redraw_unfiltered: bool = False):
     self.detector, self.max_rewinds = detector, max_rewinds
+    self.redraw_unfiltered = redraw_unfiltered
     self.sample_rate = sample_rate
     self.segment_samples = int(segment_seconds * sample_rate)
     longest = max(detector.constant_seconds, detector.clip_seconds,
@@ -86,10 +91,16 @@ class CrashGuard:
     plan = generator.plan(cond, seeds, num_samples, temperature, options,
                           guidance, mix_weights, frames)
     b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
+    full = None  # the plan that redraws from the full distribution
+    if self.redraw_unfiltered and options.filtered:
+      full = generator.plan(cond, seeds, num_samples, temperature,
+                            options.unfiltered(), guidance, mix_weights,
+                            frames)
     state = generator.prime(plan, prime_BxP, start)
     history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
     pos, attempt = [0] * b, [0] * b
+    redraw_until = [0] * b  # a row draws from ``full`` while pos < this
     self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
     sent, step = 0, 0
     margin = math.ceil(self.reach / seg) + 1  # segments a rewind can reach
@@ -101,13 +112,16 @@ class CrashGuard:
       state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
       index_BxT = np.minimum(np.array(pos)[:, None] * frames
                              + np.arange(frames), n_frames - 1)
-      state, samples_BxS, logp_BxS = generator.segment(
-          plan, state, index_BxT, keys_B, step * seg)
-      samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
+      redrawn = [full is not None and pos[r] < redraw_until[r]
+                 for r in range(b)]
+      outs = [(s, np.asarray(x), np.asarray(logp)) for s, x, logp in (
+          generator.segment(p, state, index_BxT, keys_B, step * seg)
+          for p in ([plan, full] if any(redrawn) else [plan]))]
       step += 1
       for r in range(b):
         if pos[r] >= n_segs:
           continue
+        state, samples_BxS, logp_BxS = outs[int(redrawn[r])]
         keep = min(seg, num_samples - pos[r] * seg)
         audio_rows[r].append((samples_BxS[r, :keep], logp_BxS[r, :keep]))
         crash = (self._check(generator.cfg, audio_rows[r], seg)
@@ -116,6 +130,7 @@ class CrashGuard:
           self.crashes[r].append(crash)
           back = int(crash["time"] * self.sample_rate) // seg
           del audio_rows[r][back:], history[r][back + 1:]
+          redraw_until[r] = pos[r] + 1
           pos[r] = back
           attempt[r] += 1
           self.rewinds[r] += 1

@@ -104,14 +104,15 @@ def per_class_conditions(class_names, cond_dim: int):
 
 
 def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
-              start: str = "h0", guarded: bool = False) -> str:
+              start: str = "h0", guarded: bool = False,
+              redraw_unfiltered: bool = False) -> str:
   """``<name>_seed<seed>_t<temperature>``, then each setting that changes the
   audio, only where it is not the default: g<guidance> for a guided row
   (``cv`` after it when guidance applies to the conditioning vectors),
   k<top_k>, p<top_p>, minp<min_p>, typ<typical_p>, above<truncate_above>
   (when a filter is on), prime<the first 6 hex
   digits of the SHA-1 of the prime's levels>, zeros (``start``), guard (the
-  crash guard)."""
+  crash guard; guardfull when it redraws without the filters)."""
   o = options
   parts = [row.name, f"seed{row.seed}", f"t{row.temperature:g}"]
   if row.guided:
@@ -127,7 +128,8 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
     parts.append("prime" + hashlib.sha1(
         np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])
   parts += [start] if start != "h0" else []
-  parts += ["guard"] if guarded else []
+  if guarded:
+    parts.append("guardfull" if redraw_unfiltered and o.filtered else "guard")
   return "_".join(parts)
 
 
@@ -260,8 +262,9 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   if not num_samples >= 1:
     raise ValueError(f"seconds={seconds} is no sample at {sample_rate} Hz; "
                      "give a length > 0")
-  stems = [name_prefix + file_stem(r, options, prime_P, start,
-                                  guard is not None) for r in rows]
+  stems = [name_prefix + file_stem(
+      r, options, prime_P, start, guard is not None,
+      guard is not None and guard.redraw_unfiltered) for r in rows]
   paths = [os.path.join(out_dir, stem + ".wav") for stem in stems]
   sidecars = [settings(r, options, start, prime_P is not None, seconds,
                        sample_rate, metadata) for r in rows]
@@ -320,7 +323,8 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         log_likelihood_nats=loglik,
         bits_per_sample=-loglik / num_samples / np.log(2), wall_seconds=wall,
         crash_guard=None if guard is None else {
-            "rewinds": guard.rewinds[b], "crashes": guard.crashes[b]})
+            "rewinds": guard.rewinds[b], "crashes": guard.crashes[b],
+            "redraw_unfiltered": guard.redraw_unfiltered})
     rundir.write_json(path[:-4] + ".json", sidecar)
     os.replace(path + PARTIAL, path)
   plots.spectrograms([np.concatenate(c) for c in clips],

@@ -100,6 +100,11 @@ class SamplingOptions:
     return (self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
             or self.typical_p < 1.0)
 
+  def unfiltered(self) -> "SamplingOptions":
+    """These options with every filter off (the full distribution)."""
+    return dataclasses.replace(self, top_k=0, top_p=1.0, min_p=0.0,
+                               typical_p=1.0)
+
 
 def _keep_mass(logits_BxQ, rank_BxQ, mass):
   """Keep the tokens that come first in ascending ``rank`` until their

@@ -91,6 +91,32 @@ def test_guided_rows_rewind_with_their_null_pass(gen):
   assert np.mean(samples[0, SEGMENT:] != plain[0, SEGMENT:]) > 0.5
 
 
+@pytest.mark.parametrize("unfiltered", [False, True])
+def test_redraw_unfiltered_draws_the_rewound_stretch_from_the_full_model(
+    gen, unfiltered):
+  """Under min-p 0.5 every sample of a plain draw is in the kept set. With
+  ``redraw_unfiltered`` row 0's redrawn stretch (segments 1 and 2: the crash
+  found after segment 2 began in segment 1) comes from the full
+  distribution, and after it the filter applies again; row 1, never
+  rewound, is the plain filtered generator's."""
+  cond, options = np.eye(3)[:2], sampling.SamplingOptions(min_p=0.5)
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015),
+                                 redraw_unfiltered=unfiltered)
+  chunks = list(guard.segments(gen, cond, [3, 4], 1600, options=options))
+  samples = np.concatenate([s for s, _ in chunks], 1)
+  plain, _ = gen.generate(cond, [3, 4], 1600, options=options)
+  assert guard.rewinds == [1, 0]
+  np.testing.assert_array_equal(samples[1], plain[1])
+  _, logits = teacher_forced_logp(gen.graphdef, gen.params, samples, cond)
+  kept_BxSxQ = np.isfinite(sampling.filter_logits(
+      logits.reshape(-1, 256), options)).reshape(2, -1, 256)
+  kept_BxS = np.take_along_axis(kept_BxSxQ, samples[..., None], -1)[..., 0]
+  stretch = slice(SEGMENT, 3 * SEGMENT)
+  assert kept_BxS[0, :SEGMENT].all() and kept_BxS[0, 3 * SEGMENT:].all()
+  assert kept_BxS[0, stretch].all() != unfiltered
+
+
 def assert_rewound_row_follows_the_model(gen, cond, n):
   """Rows 0 and 1 under ``cond``: row 0 crashes once and is rewound, row 1
   is the plain generator's; both rows' log-probabilities are the

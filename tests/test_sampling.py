@@ -569,6 +569,9 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
   assert stem(options={"min_p": 0.1, "truncate_above": 12}) == (
       "happy_seed3_t1_minp0.1_above12")
   assert stem(options={"truncate_above": 12}) == "happy_seed3_t1"  # no rule
+  assert stem(options={"min_p": 0.1}, guarded=True,
+              redraw_unfiltered=True) == "happy_seed3_t1_minp0.1_guardfull"
+  assert stem(guarded=True, redraw_unfiltered=True) == "happy_seed3_t1_guard"
   primes = {stem(prime_P=np.arange(n)) for n in (10, 11)}
   assert len(primes) == 2 and all("_prime" in p for p in primes)
 

@@ -225,7 +225,8 @@ def sampling_settings(args, run_defaults) -> dict:
   output)."""
   settings = {}
   for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
-              "typical_p", "truncate_above", "crash_guard"):
+              "typical_p", "truncate_above", "crash_guard",
+              "redraw_unfiltered"):
     value = getattr(args, key)
     if value is None:
       value = getattr(run_defaults, key)
@@ -332,6 +333,11 @@ def parser(argv=None) -> common.Parser:
                  help="rewind a row to its last good 0.25 s and resample it "
                  "when the crash detector fires (csrnn_jax.crash_guard; "
                  "default: the run's sample.crash_guard)")
+  p.add_argument("--redraw-unfiltered",
+                 action=argparse.BooleanOptionalAction,
+                 help="the crash guard redraws a rewound stretch from the "
+                 "full distribution, without the filters (default: the "
+                 "run's sample.redraw_unfiltered)")
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
@@ -391,7 +397,8 @@ def main(argv=None) -> int:
     paths = outputs.generate_to_files(
         sampling.Generator(graphdef, params, mesh), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
-        metadata, guard=(crash_guard.CrashGuard(sample_rate)
+        metadata, guard=(crash_guard.CrashGuard(
+            sample_rate, redraw_unfiltered=settings["redraw_unfiltered"])
                          if settings["crash_guard"] else None),
         overwrite=args.overwrite)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
