@@ -114,9 +114,11 @@ class CrashGuard:
                              + np.arange(frames), n_frames - 1)
       redrawn = [full is not None and pos[r] < redraw_until[r]
                  for r in range(b)]
-      outs = [(s, np.asarray(x), np.asarray(logp)) for s, x, logp in (
-          generator.segment(p, state, index_BxT, keys_B, step * seg)
-          for p in ([plan, full] if any(redrawn) else [plan]))]
+      outs = []  # per plan run: (state, samples_BxS, logp_BxS)
+      for p in [plan, full] if any(redrawn) else [plan]:
+        new, x_BxS, logp_BxS = generator.segment(p, state, index_BxT, keys_B,
+                                                 step * seg)
+        outs.append((new, np.asarray(x_BxS), np.asarray(logp_BxS)))
       step += 1
       for r in range(b):
         if pos[r] >= n_segs:

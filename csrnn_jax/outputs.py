@@ -122,8 +122,7 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   parts += [f"p{o.top_p:g}"] if o.top_p < 1.0 else []
   parts += [f"minp{o.min_p:g}"] if o.min_p > 0.0 else []
   parts += [f"typ{o.typical_p:g}"] if o.typical_p < 1.0 else []
-  parts += ([f"above{o.truncate_above}"]
-            if o.filtered and o.truncate_above >= 0 else [])
+  parts += [f"above{o.truncate_above}"] if o.gated else []
   if prime_P is not None:
     parts.append("prime" + hashlib.sha1(
         np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])

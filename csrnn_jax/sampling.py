@@ -100,6 +100,11 @@ class SamplingOptions:
     return (self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0.0
             or self.typical_p < 1.0)
 
+  @property
+  def gated(self) -> bool:
+    """Whether the filters apply only at loud steps (``truncate_above``)."""
+    return self.filtered and self.truncate_above >= 0
+
   def unfiltered(self) -> "SamplingOptions":
     """These options with every filter off (the full distribution)."""
     return dataclasses.replace(self, top_k=0, top_p=1.0, min_p=0.0,
@@ -313,7 +318,7 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
 
 def _loud(ctx: _Context, prev_BxL):
   """Which rows the filters apply to (``truncate_above``), or None: all."""
-  if ctx.options.truncate_above < 0 or not ctx.options.filtered:
+  if not ctx.options.gated:
     return None
   centre = audio.q_zero(ctx.m.cfg.q_levels)
   return jnp.max(jnp.abs(prev_BxL - centre), 1) > ctx.options.truncate_above

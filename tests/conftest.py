@@ -8,8 +8,8 @@
   is read back instead of compiled again.
 - XLA's optimisation passes off (``JAX_DISABLE_MOST_OPTIMIZATIONS``): the
   tests' programs are tiny, so compiling them costs far more than running
-  them, and the passes change no result that a test's tolerance depends on
-  (float32 stays float32, matmuls stay at full precision).
+  them. Every test passes with the passes on and off (float32 stays
+  float32, matmuls stay at full precision).
 - float32 matmuls at full precision, as the tolerances assume.
 - ``tiny_dataset`` (audio_fixtures) and ``trained_run`` (helpers) are built
   once per session; read them only.
