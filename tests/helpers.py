@@ -69,6 +69,22 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def assert_trees_equal_to_rounding(a, b, ulps=16):
+  """Two different compiled programs of the same float32 arithmetic: XLA
+  may order, fuse and contract their operations differently, which moves a
+  value by a few units in the last place of the magnitudes involved (2 to 4
+  of a leaf's largest value, seen with XLA's legacy CPU emitters). ``ulps``
+  of each leaf's largest magnitude is far below what a change in the
+  arithmetic itself gives (1e-3 and up, relatively)."""
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    x, y = np.asarray(x), np.asarray(y)
+    scale = float(np.max(np.abs(y))) if y.size else 0.0
+    np.testing.assert_allclose(
+        x, y, rtol=0, atol=ulps * np.finfo(np.float32).eps * scale)
+
+
 # A child process that holds a run directory's lock until killed.
 HOLD_LOCK = """
 import sys, time
