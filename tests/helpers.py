@@ -102,12 +102,12 @@ def tiny_run_config(dataset, **train):
 
 
 def randomize(params, seed=0, scale=0.3):
-  """Every parameter random (init zeros biases and h0, which hide bugs)."""
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  new = [x + scale * jax.random.normal(k, x.shape)
-         for x, k in zip(leaves, keys)]
-  return jax.tree_util.tree_unflatten(treedef, new)
+  """Every parameter random (init zeros biases and h0, which hide bugs);
+  drawn on the host, as ``random_x``."""
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(
+      lambda x: jnp.asarray(np.asarray(x) + scale * rng.standard_normal(
+          x.shape, np.float32), x.dtype), params)
 
 
 def make(cfg, seed=0):
@@ -117,8 +117,10 @@ def make(cfg, seed=0):
 
 
 def random_x(batch, length, q=256, seed=1):
-  """int32 (batch, length) random levels in [0, q)."""
-  return jax.random.randint(jax.random.key(seed), (batch, length), 0, q)
+  """int32 (batch, length) random levels in [0, q), drawn on the host (an
+  eager jax.random draw compiles a program for every shape)."""
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.integers(0, q, (batch, length), dtype=np.int32))
 
 
 def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):
