@@ -138,6 +138,13 @@ def clip_flatness(wave_T, sample_rate: int) -> float | None:
   return _median(spectral_flatness(loud_FxL)) if len(loud_FxL) else None
 
 
+def class_flatness(clips, class_names, sample_rate: int) -> dict:
+  """{class: the median ``clip_flatness`` of its clips (None: no loud
+  frame)}."""
+  return {n: _median([clip_flatness(c.wave_T, sample_rate)
+                      for c in clips if c.label == n]) for n in class_names}
+
+
 def autocorrelation_peak(frames_FxL, sample_rate: int) -> np.ndarray:
   """(F,) per frame (mean removed) the largest local maximum of the
   normalised autocorrelation r(t) = sum_n x[n] x[n+t] / sqrt(sum_n x[n]^2
@@ -314,9 +321,7 @@ def evaluate_clips(generated, train, test, class_names, sample_rate: int,
           if gen_pc[n]["flatness"] is not None and test_pc[n]["flatness"]
           else None) for n in gen_pc}
   if test_original is not None:
-    original = {n: _median([clip_flatness(c.wave_T, sample_rate)
-                            for c in test_original if c.label == n])
-                for n in class_names}
+    original = class_flatness(test_original, class_names, sample_rate)
     ratio = lambda a, b: a / b if a is not None and b else None
     out["flatness_original"] = original
     out["flatness_ratio_original"] = {

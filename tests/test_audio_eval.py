@@ -3,6 +3,7 @@ known classes, the sampling-noise model, spectral flatness and periodicity
 against their definitions, the crash detector on constructed crashes and on
 real audio, crash rates over long clips, mixes, the JSON/Markdown output and
 evaluate --generated."""
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -456,3 +457,29 @@ def test_flatness_against_the_original_clips(tiny_dataset):
         np.median([audio_eval.clip_flatness(c.wave_T, SR)
                    for c in original if c.label == name]))
   assert "ratio to original" in audio_eval.format_markdown(result)
+
+
+def test_quantisation_floor_script_gives_the_evaluations_floor(tiny_dataset,
+                                                              capsys):
+  """scripts/quantisation_floor.py: its row for the run's scheme is the
+  floor that evaluate_clips reports, and 10-bit lowers it (a quarter of the
+  step, a sixteenth of the white error's power)."""
+  spec = importlib.util.spec_from_file_location(
+      "quantisation_floor", REPO / "scripts" / "quantisation_floor.py")
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  script.main([str(tiny_dataset), "--q-levels", "256", "1024",
+               "--preemphasis", "0"])
+  rows = {tuple(cell.strip() for cell in line.split("|")[1:4]):
+          [float(v) for v in line.split("|")[4].split(",")]
+          for line in capsys.readouterr().out.splitlines()[2:]}
+  test = audio_eval.load_dataset_clips(tiny_dataset, "test")
+  result = audio_eval.evaluate_clips(
+      test, audio_eval.load_dataset_clips(tiny_dataset, "train"), test,
+      CLASSES, SR, test_original=audio_eval.load_dataset_clips(
+          tiny_dataset, "test", as_model_hears=False))
+  np.testing.assert_allclose(rows[("256", "linear", "0.0")],
+                             [result["flatness_floor"][n] for n in CLASSES],
+                             atol=0.005)  # the table's two decimals
+  assert all(lo < hi for lo, hi in zip(rows[("1024", "linear", "0.0")],
+                                       rows[("256", "linear", "0.0")]))
