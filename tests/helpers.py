@@ -123,16 +123,24 @@ def random_x(batch, length, q=256, seed=1):
   return jnp.asarray(rng.integers(0, q, (batch, length), dtype=np.int32))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def forward_logits(graphdef, params, x_BxT, cond):
+  """The training forward's logits (B, T - FS(K), Q) from h0, as one
+  compiled program (run eagerly, each of its scans compiles anew per
+  call)."""
+  m = model_lib.bind(graphdef, params)
+  return m.forward(x_BxT, cond, m.initial_carry(x_BxT.shape[0]))[0]
+
+
 def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):
   """log p(x_t | x_<t) from the training forward, after q_zero silence (and
   an optional prefix whose length is a multiple of FS(K))."""
-  m = model_lib.bind(graphdef, params)
-  lookback = m.cfg.lookback
+  lookback = model_lib.bind(graphdef, params).cfg.lookback
   parts = [jnp.full((x_BxN.shape[0], lookback), 128, jnp.int32)]
   if prefix_BxP is not None:
     parts.append(prefix_BxP)
   x = jnp.concatenate(parts + [jnp.asarray(x_BxN)], axis=1)
-  logits, _ = m.forward(x, cond, m.initial_carry(x.shape[0]))
+  logits = forward_logits(graphdef, params, x, cond)
   logp = jax.nn.log_softmax(logits)
   skip = 0 if prefix_BxP is None else prefix_BxP.shape[1]
   return jnp.take_along_axis(logp[:, skip:], jnp.asarray(x_BxN)[..., None],

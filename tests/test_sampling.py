@@ -19,7 +19,7 @@ from csrnn_jax import outputs
 from csrnn_jax import sampling
 from csrnn_jax import sharding
 from csrnn_jax.cli import sample as sample_cli
-from helpers import REPO, randomize, teacher_forced_logp
+from helpers import REPO, forward_logits, randomize, teacher_forced_logp
 from helpers import WINDOWS_PER_BATCH as W
 
 
@@ -248,7 +248,7 @@ def guided_reference(graphdef, params, x_BxN, conds, scales_BxM, guide):
                        for i in range(len(v) - 1))
 
   if guide == "logits":
-    return combine([m.forward(x, c, carry)[0] for c in conds])
+    return combine([forward_logits(graphdef, params, x, c) for c in conds])
   c_BxNxD = combine([m.frame_tiers_forward(x, c, carry)[0] for c in conds])
   return m.mlp.head(m.mlp.features(x[:, lookback - fs1:-1]), c_BxNxD)
 

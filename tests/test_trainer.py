@@ -262,7 +262,8 @@ def test_window_step_differentiates_bits_like_the_reference(tiny_dataset):
     return jnp.mean(model_lib.token_nll(logits, window[:, mcfg.lookback:])
                     ) / np.log(2)
 
-  want = jax.grad(bits)(params)
+  bits = jax.jit(bits)
+  want = jax.jit(jax.grad(bits))(params)
   tx = optax.sgd(1.0)
   step = jax.jit(trainer.make_window_step(graphdef, tx, mcfg.lookback))
   new, _, _, metrics = step(params, tx.init(params), m.initial_carry(4),
@@ -271,7 +272,7 @@ def test_window_step_differentiates_bits_like_the_reference(tiny_dataset):
   np.testing.assert_allclose(metrics["bits"], bits(params), rtol=1e-6)
   for p, n, g in zip(*(jax.tree_util.tree_leaves(t)
                        for t in (params, new, want))):
-    # The same float32 graph inside and outside jit: XLA's summation order
+    # The same float32 graph in two programs: XLA's summation order
     # differs (1e-4 relative covers it), and p - (p - g) in float32 rounds
     # twice at the scale of p (4 eps |p|). Nats would be 1.44x off.
     p, n = np.asarray(p), np.asarray(n)
