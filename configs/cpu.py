@@ -7,8 +7,9 @@ Run:
     python train.py --config configs/cpu.py:DATA --workdir runs/cpu
     python sample.py --workdir runs/cpu --num 4      # the recipe's settings
 Hardware and time: 2 idle CPU cores train the 6200 steps in 10 to 25
-minutes (86,000 and 38,000 samples/s on two such machines), inside 30; make demo runs 3100 of them. What it
-reaches on three datasets, and what each option did: docs/results.md.
+minutes (86,000 and 38,000 samples/s on two such machines), inside 30;
+make demo runs 3100 of them. What it reaches on three datasets, and what
+each option did: docs/results.md.
 """
 from csrnn_jax import configlib
 

@@ -37,7 +37,9 @@ def main(argv=None):
     heard = audio_eval.class_flatness(audio_eval.load_dataset_clips(
         args.dataset, "test", q, method, pe), names, rate)
     print(f"| {q} | {method} | {pe} | "
-          + ", ".join(f"{heard[n] / original[n]:.2f}" for n in names) + " |")
+          + ", ".join(f"{heard[n] / original[n]:.2f}"
+                      if heard[n] and original[n] else "–"  # no loud frame
+                      for n in names) + " |")
 
 
 if __name__ == "__main__":
