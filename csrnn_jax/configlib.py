@@ -86,7 +86,7 @@ class SampleConfig:
   truncate_above: int = -1  # the filters only where the audio is louder
                             # than this many levels; -1 = at every step
   crash_guard: bool = False  # rewind and redraw a row that crashes
-  redraw_unfiltered: bool = False  # the guard redraws without the filters
+  redraw_unfiltered: bool = False  # the guard redraws unfiltered, s = 1
 
 
 @dataclasses.dataclass(frozen=True)

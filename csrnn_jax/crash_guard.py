@@ -8,9 +8,11 @@ rarely leaves, so the guard does not wait for it to end: after every segment
 audio is checked with ``crash.CrashDetector``; a row that crashed goes
 back to the generator state at the start of the segment where the crash began
 and draws that stretch again with fresh randomness (with
-``redraw_unfiltered``, from the full distribution: the filters of the
-sampling options, which lower the noise floor but pull audio into silence,
-are off until the row is past the segment where the crash was found). After
+``redraw_unfiltered``, from the model's plain conditional distribution: the
+filters of the sampling options, which lower the noise floor but pull audio
+into silence, are off, and so is guidance (s = 1), which extrapolates past
+the conditional and can drive a sustained tone to the rails, until the row
+is past the segment where the crash was found). After
 ``max_rewinds`` a row keeps what it has (and is no longer checked).
 
 Rows move independently, so a rewound row lags the others. Rows that never
@@ -91,11 +93,11 @@ class CrashGuard:
     plan = generator.plan(cond, seeds, num_samples, temperature, options,
                           guidance, mix_weights, frames)
     b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
-    full = None  # the plan that redraws from the full distribution
-    if self.redraw_unfiltered and options.filtered:
+    full = None  # the plan that redraws from the plain conditional
+    if self.redraw_unfiltered and (options.filtered
+                                   or np.any(np.asarray(guidance) != 1)):
       full = generator.plan(cond, seeds, num_samples, temperature,
-                            options.unfiltered(), guidance, mix_weights,
-                            frames)
+                            options.unfiltered(), 1.0, mix_weights, frames)
     state = generator.prime(plan, prime_BxP, start)
     history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments

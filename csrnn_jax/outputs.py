@@ -112,7 +112,8 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   k<top_k>, p<top_p>, minp<min_p>, typ<typical_p>, above<truncate_above>
   (when a filter is on), prime<the first 6 hex
   digits of the SHA-1 of the prime's levels>, zeros (``start``), guard (the
-  crash guard; guardfull when it redraws without the filters)."""
+  crash guard; guardfull when it redraws without the filters or the
+  guidance)."""
   o = options
   parts = [row.name, f"seed{row.seed}", f"t{row.temperature:g}"]
   if row.guided:
@@ -128,7 +129,8 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
         np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])
   parts += [start] if start != "h0" else []
   if guarded:
-    parts.append("guardfull" if redraw_unfiltered and o.filtered else "guard")
+    full = redraw_unfiltered and (o.filtered or row.guidance != 1.0)
+    parts.append("guardfull" if full else "guard")
   return "_".join(parts)
 
 

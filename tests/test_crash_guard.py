@@ -117,6 +117,37 @@ def test_redraw_unfiltered_draws_the_rewound_stretch_from_the_full_model(
   assert kept_BxS[0, stretch].all() != unfiltered
 
 
+@pytest.mark.parametrize("unfiltered", [False, True])
+def test_redraw_unfiltered_draws_the_rewound_stretch_without_guidance(
+    gen, unfiltered):
+  """Guided at s = 3 and 2, row 0's redrawn stretch (segments 1 and 2) is
+  drawn, with ``redraw_unfiltered``, from the conditional distribution
+  itself: its log-probabilities are the teacher-forced ones of the audio
+  (s = 1 gives the conditional logits bit for bit, ``sampling.guide``), and
+  after the stretch, and everywhere without the option, they are the guided
+  distribution's, far from them. Row 1, never rewound, is the plain guided
+  generator's."""
+  cond, options = np.eye(3)[:2], sampling.SamplingOptions(guide="logits")
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(5, 0.015),
+                                 redraw_unfiltered=unfiltered)
+  chunks = list(guard.segments(gen, cond, [3, 4], 1600, options=options,
+                               guidance=[3.0, 2.0]))
+  samples = np.concatenate([s for s, _ in chunks], 1)
+  logp = np.concatenate([l for _, l in chunks], 1)
+  plain, _ = gen.generate(cond, [3, 4], 1600, options=options,
+                          guidance=[3.0, 2.0])
+  assert guard.rewinds == [1, 0]
+  np.testing.assert_array_equal(samples[1], plain[1])
+  conditional, _ = teacher_forced_logp(gen.graphdef, gen.params, samples,
+                                       cond)
+  gap_S = np.abs(logp[0] - np.asarray(conditional)[0])
+  stretch, after = gap_S[SEGMENT:3 * SEGMENT], gap_S[3 * SEGMENT:]
+  assert (stretch.max() < 1e-4) == unfiltered  # atol as test_sampling's
+  assert stretch.mean() > 0.1 or unfiltered
+  assert after.mean() > 0.1
+
+
 def assert_rewound_row_follows_the_model(gen, cond, n):
   """Rows 0 and 1 under ``cond``: row 0 crashes once and is rewound, row 1
   is the plain generator's; both rows' log-probabilities are the

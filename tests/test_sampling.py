@@ -572,6 +572,8 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
   assert stem(options={"min_p": 0.1}, guarded=True,
               redraw_unfiltered=True) == "happy_seed3_t1_minp0.1_guardfull"
   assert stem(guarded=True, redraw_unfiltered=True) == "happy_seed3_t1_guard"
+  assert stem(guided_row, guarded=True, redraw_unfiltered=True) == (
+      "happy_seed3_t1_g3_guardfull")  # the guard redraws at s = 1
   primes = {stem(prime_P=np.arange(n)) for n in (10, 11)}
   assert len(primes) == 2 and all("_prime" in p for p in primes)
 

@@ -336,8 +336,9 @@ def parser(argv=None) -> common.Parser:
   p.add_argument("--redraw-unfiltered",
                  action=argparse.BooleanOptionalAction,
                  help="the crash guard redraws a rewound stretch from the "
-                 "full distribution, without the filters (default: the "
-                 "run's sample.redraw_unfiltered)")
+                 "plain conditional distribution, without the filters and "
+                 "at guidance 1 (default: the run's "
+                 "sample.redraw_unfiltered)")
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
