@@ -40,6 +40,13 @@ from csrnn_jax import crash as crash_lib
 from csrnn_jax import sampling
 
 
+def redraw_differs(options: sampling.SamplingOptions, guidance) -> bool:
+  """Whether ``redraw_unfiltered`` redraws from another distribution than
+  the row's own: a filter is on, or guidance (one scale, or one per row)
+  is other than 1."""
+  return options.filtered or bool(np.any(np.asarray(guidance) != 1))
+
+
 def _row(state: sampling.GenState, b: int, passes: int) -> sampling.GenState:
   """Output row b's pass rows b P .. b P + P - 1 of a batched state (carry
   leaves are (n_rnn, B P, dim))."""
@@ -94,8 +101,7 @@ class CrashGuard:
                           guidance, mix_weights, frames)
     b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
     full = None  # the plan that redraws from the plain conditional
-    if self.redraw_unfiltered and (options.filtered
-                                   or np.any(np.asarray(guidance) != 1)):
+    if self.redraw_unfiltered and redraw_differs(options, guidance):
       full = generator.plan(cond, seeds, num_samples, temperature,
                             options.unfiltered(), 1.0, mix_weights, frames)
     state = generator.prime(plan, prime_BxP, start)

@@ -24,6 +24,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from csrnn_jax import audio
+from csrnn_jax import crash_guard
 from csrnn_jax import plots
 from csrnn_jax import rundir
 from csrnn_jax import sampling
@@ -129,7 +130,7 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
         np.ascontiguousarray(prime_P, np.int32).tobytes()).hexdigest()[:6])
   parts += [start] if start != "h0" else []
   if guarded:
-    full = redraw_unfiltered and (o.filtered or row.guidance != 1.0)
+    full = redraw_unfiltered and crash_guard.redraw_differs(o, row.guidance)
     parts.append("guardfull" if full else "guard")
   return "_".join(parts)
 
