@@ -27,6 +27,7 @@ peaks at 0.53 to 0.71 of x's peak and no sample clips for a in {0.85, 0.9,
 
 File I/O: ``load_audio`` decodes any format soundfile reads (librosa as the
 fallback) to float32 mono at a given rate; ``write_wav`` writes 16-bit PCM.
+``loud_span`` finds where a file's quiet ends begin (prepare's ``trim_db``).
 """
 from __future__ import annotations
 
@@ -147,6 +148,30 @@ def frame_input(x, q_levels: int):
   Works on numpy and jax arrays alike (int levels in, float32 in [-2, 2) out).
   """
   return 2.0 * (x.astype("float32") / (q_levels / 2) - 1.0)
+
+
+LOUDNESS_FRAME_SECONDS = 0.064  # loud_span's frames, a quarter of one apart.
+
+
+def loud_span(x_T, sample_rate: int, db: float) -> tuple[int, int]:
+  """(start, stop): x_T[start:stop] runs from the first to the end of the
+  last LOUDNESS_FRAME_SECONDS frame whose RMS reaches ``db`` dBFS, so what
+  is cut on either side is quiet throughout; (0, 0) when no frame does. A
+  clip shorter than a frame is one frame."""
+  x_T = np.asarray(x_T, np.float64)
+  n = min(len(x_T), round(LOUDNESS_FRAME_SECONDS * sample_rate))
+  if n == 0:
+    return 0, 0
+  hop = max(1, n // 4)
+  # The frames hop apart, and one that ends at the clip's end.
+  starts_F = np.unique(np.append(np.arange(0, len(x_T) - n + 1, hop),
+                                 len(x_T) - n))
+  energy_T = np.concatenate([[0.0], np.cumsum(np.square(x_T))])
+  power_F = (energy_T[starts_F + n] - energy_T[starts_F]) / n
+  loud_F = np.flatnonzero(power_F >= 10.0 ** (db / 10))
+  if not len(loud_F):
+    return 0, 0
+  return int(starts_F[loud_F[0]]), int(starts_F[loud_F[-1]] + n)
 
 
 class AudioError(ValueError):

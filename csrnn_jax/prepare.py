@@ -13,7 +13,10 @@ the manifest's source paths are written relative to.
 Steps, and the decisions behind them:
 
 1. Decode every file (``audio.load_audio``: mono, resampled), optionally peak
-   normalise it to 0.99, cut it into chunks of ``chunk_seconds`` whose starts
+   normalise it to 0.99, optionally cut its quiet ends (``trim_db``: the
+   leading and trailing stretches where every 64-ms frame is below that
+   dBFS; a piece that ends in silence, with nothing after it, teaches the
+   model that silence never ends), cut it into chunks of ``chunk_seconds`` whose starts
    are ``(1 - overlap) * chunk_seconds`` apart (``overlap`` is a fraction of a
    chunk; a final partial chunk is dropped) and drop chunks whose RMS is below
    ``silence_db`` dBFS. Chunks go to ``OUT/.staging`` at once, so memory stays
@@ -253,14 +256,15 @@ def _level_warnings(path, x_T, peak_normalize: bool) -> list[str]:
 
 
 def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
-                  silence_db, peak_normalize, verbose):
+                  silence_db, trim_db, peak_normalize, verbose):
   """Decodes, cuts and writes every source's chunks to staging.
 
   Returns the chunks, the skipped files as (source index, reason), the
-  number of silent chunks dropped and the level warnings.
+  number of silent chunks dropped, the samples trimmed and the level
+  warnings.
   """
   staging.mkdir(parents=True)
-  chunks, skipped, silent, level_warnings = [], [], 0, []
+  chunks, skipped, silent, trimmed, level_warnings = [], [], 0, 0, []
   for i, source in enumerate(tqdm(sources, desc="prepare", unit="file",
                                   disable=not verbose)):
     try:
@@ -272,6 +276,15 @@ def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
     peak = np.abs(x_T).max()
     if peak_normalize and peak > 0:
       x_T = x_T * (PEAK / peak)
+    start = 0
+    if trim_db is not None:
+      start, stop = audio.loud_span(x_T, sample_rate, trim_db)
+      trimmed += len(x_T) - (stop - start)
+      if stop == start:
+        skipped.append((i, f"{source.path}: quieter than {trim_db:g} dBFS "
+                           "throughout (--trim-db)"))
+        continue
+      x_T = x_T[start:stop]
     offsets = range(0, len(x_T) - chunk_samples + 1, hop)
     kept = 0
     for k, offset in enumerate(offsets):
@@ -283,7 +296,7 @@ def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
         continue
       staged = staging / f"{i:06d}_{k:06d}.wav"
       audio.write_wav(staged, chunk_T, sample_rate)
-      chunks.append(_Chunk(i, k, offset, staged,
+      chunks.append(_Chunk(i, k, start + offset, staged,
                            source.label or VECTOR_GROUP))
       kept += 1
     if not offsets:
@@ -293,7 +306,7 @@ def _stage_chunks(sources, staging, *, sample_rate, chunk_samples, hop,
     elif not kept:
       skipped.append((i, f"{source.path}: all {len(offsets)} chunks are "
                          f"quieter than {silence_db:g} dBFS"))
-  return chunks, skipped, silent, level_warnings
+  return chunks, skipped, silent, trimmed, level_warnings
 
 
 def _check_groups(groups, sources, chunks, skipped, where, chunk_seconds,
@@ -420,7 +433,7 @@ def _summary(records, groups, skipped_records) -> str:
 
 def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
                     chunk_seconds=8.0, overlap=0.0, silence_db=-50.0,
-                    peak_normalize=False, balance=False,
+                    trim_db=None, peak_normalize=False, balance=False,
                     split=(0.8, 0.1, 0.1), seed=0, overwrite=False,
                     verbose=True) -> dict:
   """Builds the dataset in OUT (see the module docstring); returns the
@@ -443,6 +456,7 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
       "src": str(src), "labels_csv": str(labels_csv) if labels_csv else None,
       "sample_rate": int(sample_rate), "chunk_seconds": float(chunk_seconds),
       "overlap": float(overlap), "silence_db": float(silence_db),
+      "trim_db": None if trim_db is None else float(trim_db),
       "peak_normalize": bool(peak_normalize), "balance": bool(balance),
       "split": split, "seed": int(seed)}
   if labels_csv:
@@ -453,9 +467,10 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
   staging = out / STAGING
   complete = False
   try:
-    chunks, skipped, silent, level_warnings = _stage_chunks(
+    chunks, skipped, silent, trimmed, level_warnings = _stage_chunks(
         sources, staging, sample_rate=sample_rate, chunk_samples=chunk_samples,
-        hop=hop, silence_db=silence_db, peak_normalize=peak_normalize,
+        hop=hop, silence_db=silence_db, trim_db=trim_db,
+        peak_normalize=peak_normalize,
         verbose=verbose)
     groups = class_names or [VECTOR_GROUP]
     _check_groups(groups, sources, chunks, skipped,
@@ -495,6 +510,9 @@ def prepare_dataset(src, out, *, labels_csv=None, sample_rate=16000,
   for warning in level_warnings:
     print(f"warning: {warning}", file=sys.stderr)
   if verbose:
+    if trim_db is not None:
+      print(f"trimmed {trimmed / sample_rate:.1f} s of quiet ends (below "
+            f"{trim_db:g} dBFS) from the files")
     print(f"dropped {silent} chunks quieter than {silence_db:g} dBFS")
     if balance:
       print(f"balance: dropped {len(dropped)} chunks so that every class has "

@@ -140,3 +140,18 @@ def test_preemphasis_out_of_range_names_the_range(a):
     audio.encode(np.zeros(4), 256, "linear", a)
   with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
     audio.decode(np.zeros(4, np.int32), 256, "linear", a)
+
+
+def test_loud_span_cuts_only_ends_that_are_quiet_throughout():
+  rate, n = 16000, round(audio.LOUDNESS_FRAME_SECONDS * 16000)
+  rng = np.random.default_rng(0)
+  quiet_T = 10 ** (-45 / 20) * rng.standard_normal(rate)  # -45 dBFS
+  tone_T = 0.25 * np.sin(2 * np.pi * 330 * np.arange(3 * rate) / rate)
+  x_T = np.concatenate([quiet_T, tone_T, quiet_T[:rate // 2], quiet_T])
+  start, stop = audio.loud_span(x_T, rate, -36.0)
+  # The whole tone stays, with under one frame of the quiet on either side.
+  assert rate - n < start <= rate
+  assert 4 * rate <= stop < 4 * rate + n
+  assert audio.loud_span(quiet_T, rate, -36.0) == (0, 0)
+  assert audio.loud_span(x_T, rate, -50.0) == (0, len(x_T))
+  assert audio.loud_span(tone_T[:100], rate, -36.0) == (0, 100)

@@ -211,6 +211,37 @@ def test_silence_overlap_and_peak_normalize(tmp_path):
   np.testing.assert_allclose(max(peaks), prepare.PEAK, atol=1e-3)
 
 
+def test_trim_db_cuts_the_quiet_ends_and_keeps_source_offsets(tmp_path,
+                                                              capsys):
+  rng = np.random.default_rng(0)
+  quiet_T = 10 ** (-45 / 20) * rng.standard_normal(2 * RATE)  # -45 dBFS
+  tone_T = 0.25 * np.sin(2 * np.pi * 330 * np.arange(2 * RATE) / RATE)
+  x_T = np.concatenate([quiet_T[:RATE], tone_T, quiet_T])
+  write_audio(tmp_path / "src" / "a" / "tail.wav", x_T, RATE)
+  source_T = sf.read(tmp_path / "src" / "a" / "tail.wav")[0]
+  whole = run_prepare(tmp_path / "src", tmp_path / "whole",
+                      split=(1.0, 0.0, 0.0))
+  # Without trimming the -45 dBFS ends stay: louder than silence_db (-50).
+  assert len(whole["chunks"]) == 10
+  assert whole["options"]["trim_db"] is None
+  trimmed = run_prepare(tmp_path / "src", tmp_path / "trimmed",
+                        split=(1.0, 0.0, 0.0), trim_db=-36, verbose=True)
+  assert "trimmed 2.9 s of quiet ends (below -36 dBFS)" in (
+      capsys.readouterr().out)
+  # The kept span starts under one 64-ms frame before the tone: four chunks
+  # of the tone, each the source's audio at its recorded offset.
+  offsets = [c["offset_seconds"] for c in trimmed["chunks"]]
+  assert len(offsets) == 4 and 1.0 - 0.064 < offsets[0] <= 1.0
+  for c in trimmed["chunks"]:
+    start = round(c["offset_seconds"] * RATE)
+    np.testing.assert_array_equal(sf.read(tmp_path / "trimmed" / c["path"])[0],
+                                  source_T[start:start + CHUNK])
+  assert trimmed["options"]["trim_db"] == -36.0
+  with pytest.raises(prepare.PrepareError, match="quieter than -10 dBFS "
+                     r"throughout \(--trim-db\)"):
+    run_prepare(tmp_path / "src", tmp_path / "loud", trim_db=-10)
+
+
 def test_csv_vectors(tmp_path):
   vectors = [[0.0, 1.0], [0.5, 0.25], [1.0, 0.0], [0.75, 3.0]]
   csv_path = make_vector_csv(tmp_path / "emotify", vectors)
@@ -415,11 +446,12 @@ def test_cli(tmp_path, capsys):
                      files_per_class=3, bad_files=False)
   assert prepare_cli.main([str(tmp_path / "src"), str(tmp_path / "out"),
                        "--chunk-seconds", "0.5", "--split", "0.6,0.2,0.2",
-                       "--balance", "--seed", "3", "--quiet"]) == 0
+                       "--balance", "--seed", "3", "--trim-db", "-60",
+                       "--quiet"]) == 0
   options = json.loads((tmp_path / "out" / "manifest.json").read_text())[
       "options"]
-  assert (options["split"], options["balance"], options["seed"]) == (
-      [0.6, 0.2, 0.2], True, 3)
+  assert (options["split"], options["balance"], options["seed"],
+          options["trim_db"]) == ([0.6, 0.2, 0.2], True, 3, -60.0)
   (tmp_path / "none").mkdir()
   assert prepare_cli.main([str(tmp_path / "none"), str(tmp_path / "o2")]) == 2
   assert capsys.readouterr().err.startswith("error: ")

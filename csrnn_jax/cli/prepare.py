@@ -35,6 +35,10 @@ def parser() -> common.Parser:
                  help="fraction of a chunk that neighbours share")
   p.add_argument("--silence-db", type=float, default=-50.0,
                  help="drop chunks with a lower RMS in dBFS")
+  p.add_argument("--trim-db", type=float, default=None,
+                 help="cut each file's leading and trailing stretch whose "
+                 "64-ms frames are all quieter than this, in dBFS after "
+                 "--peak-normalize (e.g. -36: 2 levels of 8-bit audio)")
   p.add_argument("--peak-normalize", action="store_true",
                  help="scale each file to a peak of 0.99")
   p.add_argument("--balance", action="store_true",
@@ -57,6 +61,7 @@ def main(argv=None) -> int:
         args.src, args.out, labels_csv=args.labels,
         sample_rate=args.sample_rate, chunk_seconds=args.chunk_seconds,
         overlap=args.overlap, silence_db=args.silence_db,
+        trim_db=args.trim_db,
         peak_normalize=args.peak_normalize, balance=args.balance,
         split=args.split, seed=args.seed, overwrite=args.overwrite,
         verbose=not args.quiet)
