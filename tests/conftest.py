@@ -13,7 +13,10 @@
 - XLA's legacy CPU emitters (``--xla_cpu_use_fusion_emitters=false``, unless
   ``XLA_FLAGS`` already sets it, as the settings above yield to theirs): they
   compile a small program in half the time (the suite: 354 s of compiling
-  down to 141 s). Two different programs of the same arithmetic are then
+  down to 141 s). And each program's code generated in one piece
+  (``--xla_cpu_parallel_codegen_split_count=1``): the default splits it for
+  parallel threads, which for the tests' small programs costs more than it
+  gains, and the xdist workers already use every core. Two different programs of the same arithmetic are then
   equal to a few units in the last place, not always bit for bit; the tests
   that compare such programs say so (``helpers.
   assert_trees_equal_to_rounding``), and one program run twice stays
@@ -32,9 +35,11 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-      os.environ.get("XLA_FLAGS", ""), "--xla_cpu_use_fusion_emitters=false"]))
+for flag in ("--xla_cpu_use_fusion_emitters=false",
+             "--xla_cpu_parallel_codegen_split_count=1"):
+  if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [
+        os.environ.get("XLA_FLAGS", ""), flag]))
 
 import jax  # noqa: E402
 
