@@ -14,13 +14,16 @@ Steps, each the public command a user would run (printed as it runs):
 3. ``python sample.py --workdir RUN --num L --seconds 30`` per class into
    RUN/samples/<label>_long, for the crash rate over 30 s;
 4. ``audio_eval.evaluate_folder`` on both folders (both judges, flatness,
-   periodicity, crashes, mixes).
+   periodicity, crashes, mixes), against the run's dataset or, with
+   ``--judge-dataset``, another preparation of the same audio (so that runs
+   trained on differently cut chunks are judged against the same clips).
 Appends a JSON line to ``--results`` (default RUN/../quality.jsonl) and
 prints a markdown row.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -33,6 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from csrnn_jax import audio_eval  # noqa: E402
+from csrnn_jax import dataset as dataset_lib  # noqa: E402
 from csrnn_jax import metrics as metrics_lib  # noqa: E402
 from csrnn_jax import rundir  # noqa: E402
 
@@ -97,7 +101,13 @@ def summary(args, config, short, long, train_seconds) -> dict:
       "crash_rate_long": long["generated"]["per_class"]["all"][
           "crash_rate_long"],
       "long_clips": long["generated"]["per_class"]["all"]["long_clips"],
-      "mix": short["mix"]}
+      "mix": short["mix"],
+      # Frechet distance of each class's MFCC statistics to its real train
+      # clips (generated, and the real test clips' as the floor): lower
+      # flatness that comes from a stuck, droning sound shows here.
+      "frechet": {n: (short["frechet_to_train"]["generated"].get(n, {}).get(n),
+                      short["frechet_to_train"]["test"].get(n, {}).get(n))
+                  for n in classes}}
 
 
 def markdown_row(s: dict) -> str:
@@ -115,7 +125,23 @@ def markdown_row(s: dict) -> str:
           f" | {', '.join(per)} | "
           f"{fmt(s['crash_rate_long'])} of {s['long_clips']} | "
           f"{fmt(mix.get('plain'))} | "
+          f"{', '.join(fmt(g, '.0f') for g, _ in s['frechet'].values())} | "
           f"{fmt(s['train_seconds'] and s['train_seconds'] / 60, '.1f')} |")
+
+
+def judged_against(config, dataset_dir: str):
+  """The run's config with another preparation of its audio as the dataset
+  to judge against; it must hold the run's classes at its sample rate."""
+  manifest = dataset_lib.read_manifest(dataset_dir)
+  run = dataset_lib.read_manifest(config.data.dataset_dir)
+  for key in ("class_names", "sample_rate"):
+    if manifest[key] != run[key]:
+      raise SystemExit(
+          f"error: --judge-dataset {dataset_dir} has {key} {manifest[key]}, "
+          f"the run's dataset {run[key]}; judge against a preparation of "
+          "the same audio")
+  return dataclasses.replace(config, data=dataclasses.replace(
+      config.data, dataset_dir=os.path.abspath(dataset_dir)))
 
 
 def main():
@@ -137,10 +163,14 @@ def main():
                  help="30-second clips per class (0: skip)")
   p.add_argument("--seed", type=int, default=100)
   p.add_argument("--skip-train", action="store_true")
+  p.add_argument("--judge-dataset",
+                 help="prepared dataset to judge against (default: the run's)")
   p.add_argument("--results")
   args = p.parse_args()
   train_seconds = train(args)
   config = rundir.read_config(args.workdir)
+  if args.judge_dataset:
+    config = judged_against(config, args.judge_dataset)
   evaluate = lambda folder: audio_eval.evaluate_generated_dir(config, folder)
   short = evaluate(sample(args, config, args.label, args.num, args.seconds,
                           mixes=True))
@@ -155,7 +185,7 @@ def main():
     f.write(json.dumps(row) + "\n")
   print("| recipe | valid bits | acc. / ceiling | robust acc. | flatness "
         "ratio to original, max (per class; 8-bit floor) | periodicity gen/real | crash rate 30 s | "
-        "mix | train min |")
+        "mix | Frechet to real per class | train min |")
   print(markdown_row(row))
 
 
