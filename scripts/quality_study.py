@@ -23,7 +23,6 @@ prints a markdown row.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -36,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from csrnn_jax import audio_eval  # noqa: E402
+from csrnn_jax import configlib  # noqa: E402
 from csrnn_jax import dataset as dataset_lib  # noqa: E402
 from csrnn_jax import metrics as metrics_lib  # noqa: E402
 from csrnn_jax import rundir  # noqa: E402
@@ -140,8 +140,8 @@ def judged_against(config, dataset_dir: str):
           f"error: --judge-dataset {dataset_dir} has {key} {manifest[key]}, "
           f"the run's dataset {run[key]}; judge against a preparation of "
           "the same audio")
-  return dataclasses.replace(config, data=dataclasses.replace(
-      config.data, dataset_dir=os.path.abspath(dataset_dir)))
+  return configlib.replace(
+      config, **{"data.dataset_dir": os.path.abspath(dataset_dir)})
 
 
 def main():
