@@ -20,7 +20,8 @@ clips of the same class:
   it was measured on, and over the first LONG_CLIP_SECONDS of clips at least
   that long;
 - mixes: of the clips generated with a mix of two classes, the share whose two
-  likeliest classes (under each judge) are the mixed pair.
+  likeliest classes (under each judge) are the mixed pair, for all and per
+  pair.
 
 Features: a clip is cut into ``SEGMENT_SECONDS`` segments (the last partial
 one dropped; a shorter clip is one segment); a segment's feature is the mean
@@ -328,7 +329,7 @@ def evaluate_clips(generated, train, test, class_names, sample_rate: int,
         n: ratio(gen_pc[n]["flatness"], original[n]) for n in class_names}
     out["flatness_floor"] = {n: ratio(test_pc[n]["flatness"], original[n])
                              for n in class_names}
-  out["mix"] = _mix_summary(out["generated"]["clips"], len(class_names))
+  out["mix"] = _mix_summary(out["generated"]["clips"], class_names)
   return out
 
 
@@ -452,21 +453,39 @@ def _noisy_accuracy(clf, noisy_feats, test, class_names) -> dict:
   return out
 
 
-def _mix_summary(records, n_classes: int) -> dict | None:
+def _mix_summary(records, class_names) -> dict | None:
   """Of the clips generated with a mix of two classes, the share whose two
   likeliest classes are that pair, per judge; chance is 1 / (C choose 2).
-  None without such clips; with two classes every clip's two likeliest are
-  the pair, so there is no measure (the shares are None)."""
+  Also per pair ("pairs", keyed "a+b" in class order), with the plain
+  judge's likeliest class of its clips: a blend of two classes can sound
+  like a third that lies between them. None without such clips; with two
+  classes every clip's two likeliest are the pair, so there is no measure
+  (the shares are None)."""
   mixed = [r for r in records if r["mix"]]
   if not mixed:
     return None
-  share = lambda key: (float(np.mean([set(r[key]) == set(r["mix"])
-                                      for r in mixed]))
-                       if n_classes > 2 else None)
-  return {"clips": len(mixed), "plain": share("top2"),
-          "robust": share("top2_robust"),
+  n_classes = len(class_names)
+
+  def share(rows, key):
+    return (float(np.mean([set(r[key]) == set(r["mix"]) for r in rows]))
+            if n_classes > 2 else None)
+
+  def pair(r):
+    return "+".join(sorted(r["mix"], key=class_names.index))
+
+  pairs = {}
+  for key in sorted({pair(r) for r in mixed}):
+    rows = [r for r in mixed if pair(r) == key]
+    heard = [r["predicted"] for r in rows]
+    pairs[key] = {"clips": len(rows), "plain": share(rows, "top2"),
+                  "robust": share(rows, "top2_robust"),
+                  "likeliest": {n: heard.count(n) for n in class_names
+                                if n in heard}}
+  return {"clips": len(mixed), "plain": share(mixed, "top2"),
+          "robust": share(mixed, "top2_robust"),
           "chance": 2 / (n_classes * (n_classes - 1)) if n_classes > 2
-                    else None}
+                    else None,
+          "pairs": pairs}
 
 
 def _fmt(value, spec=".2f", none="–"):
@@ -527,6 +546,11 @@ def format_markdown(result: dict) -> str:
                  f"likeliest classes are the mixed pair: plain "
                  f"{_fmt(mix['plain'])}, robust {_fmt(mix['robust'])} "
                  f"(chance {_fmt(mix['chance'])}).")
+    for key, p in mix["pairs"].items():
+      heard = ", ".join(f"{n} {k}" for n, k in p["likeliest"].items())
+      lines.append(f"- {key.replace('+', ' + ')}: {p['clips']} clips, plain "
+                   f"{_fmt(p['plain'])}, robust {_fmt(p['robust'])}; "
+                   f"likeliest class (plain): {heard}")
   lines.append(f"\nRobust judge: trained with copies at "
                f"{', '.join(map(str, result['noise_levels']))} levels of "
                "sampling noise; its noisy ceiling is on test copies with the "

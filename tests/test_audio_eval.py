@@ -3,6 +3,7 @@ known classes, the sampling-noise model, spectral flatness and periodicity
 against their definitions, the crash detector on constructed crashes and on
 real audio, crash rates over long clips, mixes, the JSON/Markdown output and
 evaluate --generated."""
+import collections
 import importlib.util
 import json
 import pathlib
@@ -367,18 +368,35 @@ def test_mixes_from_sidecars_and_their_score(tmp_path):
       (None, ("organ", "wind")), (None, None), ("organ", None)]
   result = audio_eval.evaluate_clips(gen, synth_clips(range(6)),
                                      synth_clips(range(6, 8)), CLASSES, SR)
-  mix = result["mix"]
+  mix = dict(result["mix"])
+  pairs = mix.pop("pairs")
   assert mix == {"clips": 3, "plain": pytest.approx(2 / 3),
                  "robust": pytest.approx(2 / 3), "chance": pytest.approx(1 / 3)}
-  assert "Mixes of two classes: 3 clips" in audio_eval.format_markdown(result)
+  # Per pair, keyed in class order: m0 is heard as its pair; of organ +
+  # wind, m1 is and m2 (bells then wind) is not.
+  heard = {r["name"].removesuffix(".wav"): r["predicted"]
+           for r in result["generated"]["clips"]}
+  assert heard["m2"] in ("bells", "wind")
+  assert pairs == {
+      "bells+organ": {"clips": 1, "plain": 1.0, "robust": 1.0,
+                      "likeliest": {heard["m0"]: 1}},
+      "organ+wind": {"clips": 2, "plain": 0.5, "robust": 0.5,
+                     "likeliest": dict(collections.Counter(
+                         [heard["m1"], heard["m2"]]))}}
+  table = audio_eval.format_markdown(result)
+  assert "Mixes of two classes: 3 clips" in table
+  assert "- organ + wind: 2 clips, plain 0.50, robust 0.50;" in table
   # Two classes: every clip's two likeliest are the pair, no measure.
   two = [audio_eval.Clip("m", gen[0].wave_T, None, ("bells", "organ"))]
   result = audio_eval.evaluate_clips(
       two, [c for c in synth_clips(range(4)) if c.label != "wind"],
       [c for c in synth_clips(range(4, 6)) if c.label != "wind"],
       ["bells", "organ"], SR)
+  heard = result["generated"]["clips"][0]["predicted"]
   assert result["mix"] == {"clips": 1, "plain": None, "robust": None,
-                           "chance": None}
+                           "chance": None, "pairs": {"bells+organ": {
+                               "clips": 1, "plain": None, "robust": None,
+                               "likeliest": {heard: 1}}}}
   (tmp_path / "m0.json").write_text(json.dumps(
       {"condition_name": "mix", "cond_mix": {"happy": 0.5, "bells": 0.5}}))
   with pytest.raises(ValueError, match="cond_mix names \\['happy'\\]"):
