@@ -35,9 +35,10 @@ def usage_error(message: str):
   raise UsageError(message)
 
 
-def fail(error: Exception) -> int:
-  """Says ``error: <error>`` on stderr; returns EXIT_ERROR for ``main``."""
-  print(f"error: {error}", file=sys.stderr, flush=True)
+def fail(error: Exception, file=None) -> int:
+  """Says ``error: <error>`` on stderr (or ``file``); returns EXIT_ERROR for
+  ``main``."""
+  print(f"error: {error}", file=file or sys.stderr, flush=True)
   return EXIT_ERROR
 
 

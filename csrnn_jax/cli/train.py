@@ -152,12 +152,15 @@ def _check_overrides(argv: list[str]) -> None:
 
 
 def _silence_stderr():
-  """Points fd 2 at /dev/null so that the error line stays the last one: a
-  failed checkpoint leaves tensorstore callbacks that print tracebacks from
-  other threads until the process ends."""
+  """Points fd 2 at /dev/null and returns a file on the real stderr, for the
+  error line to be the last one: a failed checkpoint leaves tensorstore
+  callbacks that print tracebacks from other threads until the process
+  ends, so the line is written after they are silenced, not before."""
+  real = os.fdopen(os.dup(2), "w")
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
   os.close(devnull)
+  return real
 
 
 def _main(argv):
@@ -183,10 +186,9 @@ def _main(argv):
         accept_dataset_change=_ACCEPT_DATASET_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError,
           rundir.WorkdirBusy, trainer.StorageError) as e:
-    status = common.fail(e)
-    if isinstance(e, trainer.StorageError):
-      _silence_stderr()  # Orbax's writer threads still report each failure
-    return status
+    # Orbax's writer threads still report each failure after a StorageError.
+    return common.fail(e, _silence_stderr()
+                       if isinstance(e, trainer.StorageError) else None)
   if result["interrupted"]:
     return EXIT_INTERRUPTED
   print(f"Finished at step {result['step']}: "
