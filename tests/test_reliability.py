@@ -247,6 +247,22 @@ def test_unwritable_workdir_says_what_is_kept_and_resumes(runs, tmp_path):
   assert steps == [WINDOWS_PER_BATCH, 2 * WINDOWS_PER_BATCH]
 
 
+def test_storage_error_line_starts_its_own_line_after_a_partial_one():
+  """A writer thread can be half-way through a traceback line (its indent
+  written, the rest not) when the CLI silences stderr: the error line must
+  still be a line of its own, the last one, and nothing written after the
+  switch may follow it."""
+  script = ("import sys; from csrnn_jax.cli import common, train\n"
+            "sys.stderr.write('    ')\n"
+            "real = train._silence_stderr()  # pylint: disable=protected-access\n"
+            "common.fail(OSError('disk full'), real)\n"
+            "sys.stderr.write('late traceback\\n')\n")
+  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert done.stderr.splitlines() == ["    ", "error: disk full"]
+
+
 # sample.py: every argument checked before anything is generated.
 
 @pytest.mark.parametrize("args,message", [

@@ -155,11 +155,14 @@ def _silence_stderr():
   """Points fd 2 at /dev/null and returns a file on the real stderr, for the
   error line to be the last one: a failed checkpoint leaves tensorstore
   callbacks that print tracebacks from other threads until the process
-  ends, so the line is written after they are silenced, not before."""
+  ends, so the line is written after they are silenced, not before. The
+  file starts a new line, since a thread may have written part of one
+  (a traceback's indent) when fd 2 was switched."""
   real = os.fdopen(os.dup(2), "w")
   devnull = os.open(os.devnull, os.O_WRONLY)
   os.dup2(devnull, 2)
   os.close(devnull)
+  real.write("\n")
   return real
 
 
