@@ -87,6 +87,7 @@ class SampleConfig:
                             # than this many levels; -1 = at every step
   crash_guard: bool = False  # rewind and redraw a row that crashes
   redraw_unfiltered: bool = False  # the guard redraws unfiltered, s = 1
+  denoise: float = 0.0  # the output post-filter's strength; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)

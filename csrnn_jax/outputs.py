@@ -26,6 +26,7 @@ from tqdm import tqdm
 from csrnn_jax import audio
 from csrnn_jax import crash_guard
 from csrnn_jax import plots
+from csrnn_jax import postfilter
 from csrnn_jax import rundir
 from csrnn_jax import sampling
 
@@ -106,7 +107,7 @@ def per_class_conditions(class_names, cond_dim: int):
 
 def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
               start: str = "h0", guarded: bool = False,
-              redraw_unfiltered: bool = False) -> str:
+              redraw_unfiltered: bool = False, denoise: float = 0.0) -> str:
   """``<name>_seed<seed>_t<temperature>``, then each setting that changes the
   audio, only where it is not the default: g<guidance> for a guided row
   (``cv`` after it when guidance applies to the conditioning vectors),
@@ -114,7 +115,7 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   (when a filter is on), prime<the first 6 hex
   digits of the SHA-1 of the prime's levels>, zeros (``start``), guard (the
   crash guard; guardfull when it redraws without the filters or the
-  guidance)."""
+  guidance), dn<denoise> (the post-filter)."""
   o = options
   parts = [row.name, f"seed{row.seed}", f"t{row.temperature:g}"]
   if row.guided:
@@ -132,6 +133,7 @@ def file_stem(row: Row, options: sampling.SamplingOptions, prime_P=None,
   if guarded:
     full = redraw_unfiltered and crash_guard.redraw_differs(o, row.guidance)
     parts.append("guardfull" if full else "guard")
+  parts += [f"dn{denoise:g}"] if denoise else []
   return "_".join(parts)
 
 
@@ -196,7 +198,7 @@ def generator_conditions(rows: list[Row], cond_dim: int, n_frames: int = 0,
 
 def settings(row: Row, options: sampling.SamplingOptions, start: str,
              primed: bool, seconds: float, sample_rate: int,
-             metadata: dict | None = None) -> dict:
+             metadata: dict | None = None, denoise: float = 0.0) -> dict:
   """Everything a row's sidecar records before its audio exists."""
   out = {**(metadata or {}), "condition_name": row.name,
          "condition_vector": list(row.cond), "seed": row.seed,
@@ -204,7 +206,8 @@ def settings(row: Row, options: sampling.SamplingOptions, start: str,
          "guide": options.guide, "top_k": options.top_k,
          "top_p": options.top_p, "min_p": options.min_p,
          "typical_p": options.typical_p,
-         "truncate_above": options.truncate_above, "start": start,
+         "truncate_above": options.truncate_above, "denoise": denoise,
+         "start": start,
          "primed": primed,
          "seconds": seconds, "sample_rate": sample_rate}
   if row.mix:
@@ -248,13 +251,17 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
                       metadata: dict | None = None,
                       progress: bool = True, guard=None,
                       overwrite: bool = False,
-                      name_prefix: str = "") -> list[str]:
+                      name_prefix: str = "",
+                      denoise: float = 0.0) -> list[str]:
   """Writes the rows' audio to ``out_dir``; returns the wav paths.
 
   name_prefix: put before every file name (the trainer's ``step<N>_``).
 
   guard: a ``crash_guard.CrashGuard`` to generate with rewinds (then its own
-  segment length applies); its rewinds go into the sidecars. Raises
+  segment length applies); its rewinds go into the sidecars.
+
+  denoise: the post-filter's strength (``postfilter``; 0: the audio as
+  drawn). The crash guard judges the audio as drawn. Raises
   OutputExists before generating when an output's name holds other audio
   (``check_free``), ValueError for a length under one sample or more audio
   than the disk has room for.
@@ -266,10 +273,13 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
                      "give a length > 0")
   stems = [name_prefix + file_stem(
       r, options, prime_P, start, guard is not None,
-      guard is not None and guard.redraw_unfiltered) for r in rows]
+      guard is not None and guard.redraw_unfiltered, denoise) for r in rows]
   paths = [os.path.join(out_dir, stem + ".wav") for stem in stems]
   sidecars = [settings(r, options, start, prime_P is not None, seconds,
-                       sample_rate, metadata) for r in rows]
+                       sample_rate, metadata, denoise) for r in rows]
+  post = (postfilter.PostFilter(len(rows), sample_rate, denoise, cfg.q_levels,
+                                cfg.quantization, cfg.preemphasis)
+          if denoise else None)
   for path, sidecar in zip(paths, sidecars):
     check_free(path, sidecar, overwrite)
   os.makedirs(out_dir, exist_ok=True)
@@ -285,8 +295,19 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
   prime_BxP = None if prime_P is None else np.tile(prime_P, (len(rows), 1))
   files = []  # opened at the first segment: a refused input writes nothing
   loglik_B = np.zeros(len(rows))
-  clips = [[] for _ in rows]
-  kept = 0  # samples of each clip kept for the spectrograms
+  clips = [[] for _ in rows]  # the first SPECTROGRAM_SECONDS of each
+
+  def write(wave_BxS):
+    if not files:
+      files.extend(sf.SoundFile(p + PARTIAL, "w", sample_rate, 1, "PCM_16",
+                                format="WAV") for p in paths)
+    room = int(SPECTROGRAM_SECONDS * sample_rate) - sum(map(len, clips[0]))
+    for f, wave, clip in zip(files, wave_BxS, clips):
+      f.write(wave)
+      f.flush()
+      if room > 0:
+        clip.append(wave[:room])
+
   started = time.perf_counter()
   args = (cond, [r.seed for r in rows], num_samples,
           [r.temperature for r in rows], options, prime_BxP, start)
@@ -305,17 +326,11 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         wave_BxS = audio.decode(samples_BxS, cfg.q_levels, cfg.quantization,
                                 cfg.preemphasis, previous_B)
         previous_B = wave_BxS[:, -1]
-        files = files or [sf.SoundFile(p + PARTIAL, "w", sample_rate, 1,
-                                       "PCM_16", format="WAV") for p in paths]
-        room = int(SPECTROGRAM_SECONDS * sample_rate) - kept
-        for f, wave, clip in zip(files, wave_BxS, clips):
-          f.write(wave)
-          f.flush()
-          if room > 0:
-            clip.append(wave[:room])
-        kept += min(max(room, 0), wave_BxS.shape[1])
+        write(wave_BxS if post is None else post.push(wave_BxS))
         loglik_B += logp_BxS.sum(axis=1)
         bar.update(samples_BxS.shape[1])
+      if post is not None:
+        write(post.flush())
   finally:
     for f in files:
       f.close()

@@ -282,6 +282,9 @@ def test_storage_error_line_starts_its_own_line_after_a_partial_one():
     (["--seconds", "1e9"], r"--seconds 1e\+09 is more than one generation "
                            r"makes \(18.6 h at 16000 Hz\)"),
     (["--num", "0"], r"--num 0: give at least 1 output per condition"),
+    (["--denoise", "-1"], r"--denoise -1: give a strength >= 0 \(0 keeps "
+                          r"the audio as drawn\)"),
+    (["--denoise", "nan"], r"--denoise nan: give a strength >= 0"),
     (["--step", "foo"], r"--step 'foo': give N \(a step number\), 'latest' "
                         r"or 'best'"),
     (["--segment-seconds", "nan"], r"--segment-seconds nan: give a length"),

@@ -574,6 +574,7 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
   assert stem(guarded=True, redraw_unfiltered=True) == "happy_seed3_t1_guard"
   assert stem(guided_row, guarded=True, redraw_unfiltered=True) == (
       "happy_seed3_t1_g3_guardfull")  # the guard redraws at s = 1
+  assert stem(guarded=True, denoise=2.5) == "happy_seed3_t1_guard_dn2.5"
   primes = {stem(prime_P=np.arange(n)) for n in (10, 11)}
   assert len(primes) == 2 and all("_prime" in p for p in primes)
 

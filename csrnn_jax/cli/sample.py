@@ -6,6 +6,7 @@ generate wav files from a run's checkpoint.
   python sample.py --workdir runs/ambient --cond space --seconds 600 \
       --temperature 0.95 --top-p 0.99 --prime intro.wav
   python sample.py --workdir runs/ambient --cond happy --guidance 3
+  python sample.py --workdir runs/ambient --cond happy --denoise 3
   python sample.py --workdir runs/ambient --cond-mix space=0.5,creepy=0.5
   python sample.py --workdir runs/ambient --cond-schedule happy@0,sad@10 \
       --seconds 20 [--morph-mix experts]
@@ -226,7 +227,7 @@ def sampling_settings(args, run_defaults) -> dict:
   settings = {}
   for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
               "typical_p", "truncate_above", "crash_guard",
-              "redraw_unfiltered"):
+              "redraw_unfiltered", "denoise"):
     value = getattr(args, key)
     if value is None:
       value = getattr(run_defaults, key)
@@ -339,6 +340,12 @@ def parser(argv=None) -> common.Parser:
                  "plain conditional distribution, without the filters and "
                  "at guidance 1 (default: the run's "
                  "sample.redraw_unfiltered)")
+  p.add_argument("--denoise", type=float, metavar="STRENGTH",
+                 help="take the sampling noise out of the written audio, down "
+                 "to the run's quantisation noise (csrnn_jax.postfilter; the "
+                 "noise level estimated per frame times STRENGTH is "
+                 "subtracted; 0: the audio as drawn; default: the run's "
+                 "sample.denoise)")
   p.add_argument("--segment-seconds", type=float, default=4.0,
                  help="generate long audio in pieces of this length")
   p.add_argument("--out", help="output folder (default RUN/samples/step<N>)")
@@ -356,6 +363,9 @@ def main(argv=None) -> int:
     _check_lengths(args)
     config = rundir.read_config(args.workdir)
     settings = sampling_settings(args, config.sample)
+    if not (math.isfinite(settings["denoise"]) and settings["denoise"] >= 0):
+      raise ValueError(f"--denoise {settings['denoise']:g}: give a strength "
+                       ">= 0 (0 keeps the audio as drawn)")
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       args.cond_vector, args.num, args.seed,
                       settings["temperature"], settings["guidance"],
@@ -401,7 +411,7 @@ def main(argv=None) -> int:
         metadata, guard=(crash_guard.CrashGuard(
             sample_rate, redraw_unfiltered=settings["redraw_unfiltered"])
                          if settings["crash_guard"] else None),
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, denoise=settings["denoise"])
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     return common.fail(e)
   for path in paths:
