@@ -65,7 +65,7 @@ def sample(args, config, label: str, num: int, seconds: float,
           f"--seconds={seconds:g}", f"--out={out}"] + shlex.split(args.sample)
   run(base + [f"--num={num}", f"--seed={args.seed}"])
   classes = list(config.data.class_names)
-  if mixes and len(classes) > 2:
+  if mixes and args.mix_num and len(classes) > 2:
     pairs = list(itertools.combinations(classes, 2))
     cmd = base + [f"--num={args.mix_num}", f"--seed={args.seed + 10_000}"]
     for a, b in pairs:
