@@ -44,15 +44,25 @@ def samples_per_second(gen, batch: int, n: int, guidance, options,
   return n / statistics.median(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(doc: str, repeats: int) -> argparse.Namespace:
+  """--batch, --seconds and --repeats, for this script and its siblings."""
+  parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
   parser.add_argument("--batch", default="1,6")
   parser.add_argument("--seconds", type=float, default=2.0)
-  parser.add_argument("--repeats", type=int, default=3)
-  args = parser.parse_args()
+  parser.add_argument("--repeats", type=int, default=repeats)
+  return parser.parse_args()
+
+
+def recipe_generator() -> sampling.Generator:
+  """The recipe's model (configs/cpu.py's sizes, 3 classes), random weights."""
   cfg = model_lib.ModelConfig(frame_sizes=(8, 8, 32), dim=256, cond_dim=3,
                               preemphasis=0.85)
-  gen = sampling.Generator(*model_lib.build(cfg, 0))
+  return sampling.Generator(*model_lib.build(cfg, 0))
+
+
+def main():
+  args = parse_args(__doc__, repeats=3)
+  gen = recipe_generator()
   n = int(args.seconds * 16000)
   load = os.getloadavg()
   rows = []
