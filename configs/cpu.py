@@ -48,4 +48,9 @@ def get_config(dataset_dir: str = ""):
   config.sample.guidance = 1.5
   config.sample.min_p = 0.1
   config.sample.truncate_above = 3
+  # The output post-filter at strength 3: flatness within 3x of the real
+  # clips' on the three voices and on organ and flute (6.7-10.9 and 4.1-9.2
+  # as drawn), closer to the real audio by the Frechet distance on 7 of 9
+  # classes, accuracy kept (voices with 20 clips per class 0.85 -> 0.95).
+  config.sample.denoise = 3.0
   return config
