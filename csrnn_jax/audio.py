@@ -111,15 +111,20 @@ def check_preemphasis(preemphasis: float) -> None:
         "e.g. 0.85)")
 
 
+def preemphasize(x, preemphasis: float) -> np.ndarray:
+  """(..., T) float64: x[n] - a x[n-1], each row starting after silence."""
+  x = np.asarray(x, np.float64)
+  previous = np.concatenate([np.zeros_like(x[..., :1]), x[..., :-1]], -1)
+  return x - preemphasis * previous
+
+
 def encode(x, q_levels: int = 256, method: str = "linear",
            preemphasis: float = 0.0) -> np.ndarray:
   """Float audio (..., T) -> int32 levels: the pre-emphasis filter, then
   ``quantize``. Each row starts after silence; 0.0 is ``quantize`` itself."""
   check_preemphasis(preemphasis)
   if preemphasis:
-    x = np.asarray(x, np.float64)
-    previous = np.concatenate([np.zeros_like(x[..., :1]), x[..., :-1]], -1)
-    x = x - preemphasis * previous
+    x = preemphasize(x, preemphasis)
   return quantize(x, q_levels, method)
 
 

@@ -473,9 +473,11 @@ def _mix_summary(records, class_names) -> dict | None:
   def pair(r):
     return "+".join(sorted(r["mix"], key=class_names.index))
 
+  by_pair = {}
+  for r in mixed:
+    by_pair.setdefault(pair(r), []).append(r)
   pairs = {}
-  for key in sorted({pair(r) for r in mixed}):
-    rows = [r for r in mixed if pair(r) == key]
+  for key, rows in sorted(by_pair.items()):
     heard = [r["predicted"] for r in rows]
     pairs[key] = {"clips": len(rows), "plain": share(rows, "top2"),
                   "robust": share(rows, "top2_robust"),

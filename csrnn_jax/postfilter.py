@@ -43,13 +43,16 @@ class PostFilter:
     if not strength > 0:
       raise ValueError(f"denoise strength {strength!r} must be > 0 (leave "
                        "the filter out to keep the audio as drawn)")
+    audio.check_quantization(quantization)
+    audio.check_preemphasis(preemphasis)
     self.strength, self.q_levels = strength, q_levels
     self.quantization, self.preemphasis = quantization, preemphasis
     n = frame_length(sample_rate)
     self.hop = n // 4
     self.window_N = np.hanning(n + 1)[:n]  # periodic Hann
+    self.window_energy = (self.window_N ** 2).sum()
     # Hann analysis and synthesis a quarter apart add up to 1.5.
-    self.gain = 1.0 / (self.window_N ** 2).sum() * self.hop
+    self.gain = self.hop / self.window_energy
     freq_K = np.arange(n // 2 + 1) / n
     self.shape_K = 1.0 / np.abs(
         1 - preemphasis * np.exp(-2j * np.pi * freq_K)) ** 2
@@ -61,8 +64,7 @@ class PostFilter:
   def _quantisation_power_B(self, frame_BxN) -> np.ndarray:
     """(B,) the variance that quantising the frame's pre-emphasised signal
     adds: step^2 / 12, mu-law's step widened by the curve's slope."""
-    a = self.preemphasis
-    e_BxN = frame_BxN - a * np.pad(frame_BxN, ((0, 0), (1, 0)))[:, :-1]
+    e_BxN = audio.preemphasize(frame_BxN, self.preemphasis)
     slope_BxN = np.ones_like(e_BxN)
     if self.quantization == "mu-law":
       mu = self.q_levels - 1
@@ -76,7 +78,7 @@ class PostFilter:
     level_B = np.median(power_BxK / self.shape_K, axis=1)
     noise_BxK = self.strength * level_B[:, None] * self.shape_K
     floor_BxK = (self._quantisation_power_B(frame_BxN)[:, None]
-                 * (self.window_N ** 2).sum() * self.shape_K)
+                 * self.window_energy * self.shape_K)
     kept_BxK = np.maximum(power_BxK - noise_BxK,
                           np.minimum(power_BxK, floor_BxK))
     spec_BxK = spec_BxK * np.sqrt(kept_BxK / power_BxK)
@@ -115,7 +117,6 @@ def denoise(wave_T, sample_rate: int, strength: float, q_levels: int = 256,
             quantization: str = "linear", preemphasis: float = 0.0
             ) -> np.ndarray:
   """One clip through the post-filter: float32 (T,)."""
-  audio.check_quantization(quantization)
   f = PostFilter(1, sample_rate, strength, q_levels, quantization,
                  preemphasis)
   return np.concatenate([f.push(np.asarray(wave_T)[None]), f.flush()],
