@@ -10,10 +10,10 @@ of speech and music hold little of the signal), subtracts ``strength`` times
 it from the power spectrum, and keeps in each bin at least the mean power
 that the run's quantisation of the frame would leave there (its step
 squared over 12, shaped by S): the output sounds like a clean recording in
-the run's scheme, not cleaner. Frames are Hann windows of FRAME_SECONDS a quarter apart, added
-back with the same window; a frame's gains depend on that frame alone, so
-the filter runs in streaming pieces (``PostFilter``) and gives the same
-audio as on the whole clip (``denoise``).
+the run's scheme, not cleaner. Frames are Hann windows of FRAME_SECONDS a
+quarter apart, added back with the same window; a frame's gains depend on
+that frame alone, so the filter runs in streaming pieces (``PostFilter``)
+and gives the same audio as on the whole clip (``denoise``).
 
 Letters: B rows, T samples, N the frame length, K = N // 2 + 1 its
 frequency bins.
