@@ -707,7 +707,15 @@ def build(cfg: ModelConfig, seed: int = 0):
 
 
 def abstract(cfg: ModelConfig):
-  """(graphdef, params of ShapeDtypeStructs) without initialising anything."""
+  """(graphdef, params of ShapeDtypeStructs) without initialising anything.
+  Traced once per config (a checkpoint load and every generator ask for it);
+  each call gets its own dicts."""
+  graphdef, params = _abstract(cfg)
+  return graphdef, jax.tree_util.tree_map(lambda leaf: leaf, params)
+
+
+@functools.lru_cache(maxsize=32)
+def _abstract(cfg: ModelConfig):
   model = nnx.eval_shape(lambda: CSampleRNN(cfg, nnx.Rngs(params=0)))
   graphdef, state = nnx.split(model)
   return graphdef, nnx.to_pure_dict(state)

@@ -416,11 +416,12 @@ class Plan:
   guidance scales per top frame (B, M, T). ``per_frame``: T counts the
   audio's top frames (a schedule, sliced per segment); else the rows' one
   condition is held over the T frames of one segment. ``n_frames``: the top
-  frames of the audio asked for."""
-  cond_BxMxTxC: jax.Array
+  frames of the audio asked for. The arrays other than the keys are host
+  (numpy) arrays, or jax.Arrays once split over a mesh."""
+  cond_BxMxTxC: np.ndarray | jax.Array
   keys_B: jax.Array
-  temperature_B: jax.Array
-  scales_BxMxT: jax.Array
+  temperature_B: np.ndarray | jax.Array
+  scales_BxMxT: np.ndarray | jax.Array
   per_frame: bool
   options: SamplingOptions
   n_frames: int
@@ -507,25 +508,27 @@ class Generator:
       raise ValueError(f"num_samples={num_samples}: give 1 to {MAX_SAMPLES} "
                        "samples a call (generate longer audio in several)")
     n_frames = math.ceil(num_samples / self.cfg.lookback)
+    # Host arrays (numpy) until the programs take them: checking and shaping
+    # them eagerly in jax would compile a small program per op and shape.
     c = self.cfg.cond_dim
-    cond = jnp.asarray(cond, jnp.float32)
+    cond = np.asarray(cond, np.float32)
     seeds = np.asarray(seeds, np.uint32).reshape(-1)
     b = seeds.shape[0]
     if b == 0:
       raise ValueError("no rows to generate: give at least one seed")
-    if not bool(jnp.all(jnp.isfinite(cond))):
+    if not np.all(np.isfinite(cond)):
       raise ValueError("condition vectors must be finite")
     # Which inputs are per top frame: a (B, T, C) condition, (B, M, T) weights.
     cond_frames = mix_weights is None and cond.ndim == 3
     weight_frames = mix_weights is not None and np.ndim(mix_weights) == 3
     if mix_weights is None:
-      weights_BxMxT = jnp.ones((b, 1, 1), jnp.float32)
+      weights_BxMxT = np.ones((b, 1, 1), np.float32)
       if cond.shape[0] != b or cond.shape[-1] != c or cond.ndim not in (2, 3):
         raise ValueError(f"condition of shape {cond.shape}; expected ({b}, {c})"
                          f" or ({b}, frames, {c})")
       cond = cond[:, None] if cond.ndim == 3 else cond[:, None, None]
     else:
-      weights_BxMxT = jnp.asarray(mix_weights, jnp.float32)
+      weights_BxMxT = np.asarray(mix_weights, np.float32)
       if weights_BxMxT.ndim not in (2, 3) or weights_BxMxT.shape[0] != b:
         raise ValueError(f"mix_weights of shape {weights_BxMxT.shape}; "
                          f"expected ({b}, components) or ({b}, components, "
@@ -548,18 +551,17 @@ class Generator:
                          "samples)")
     frames = (max(cond.shape[2], weights_BxMxT.shape[2]) if per_frame
               else segment_frames or n_frames)
-    cond = jnp.broadcast_to(cond, cond.shape[:2] + (frames, c))
-    temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32),
-                                     (b,))
-    if not bool(jnp.all(temperature_B > 0)):
+    cond = np.broadcast_to(cond, cond.shape[:2] + (frames, c))
+    temperature_B = np.broadcast_to(np.asarray(temperature, np.float32), (b,))
+    if not np.all(temperature_B > 0):
       raise ValueError("temperature must be > 0 (use top_k=1 for greedy)")
-    scales_BxMxT = jnp.broadcast_to(
-        jnp.broadcast_to(jnp.asarray(guidance, jnp.float32),
-                         (b,))[:, None, None] * weights_BxMxT,
+    scales_BxMxT = np.broadcast_to(
+        np.broadcast_to(np.asarray(guidance, np.float32),
+                        (b,))[:, None, None] * weights_BxMxT,
         cond.shape[:3])
-    if not bool(jnp.all(jnp.isfinite(scales_BxMxT))):
+    if not np.all(np.isfinite(scales_BxMxT)):
       raise ValueError("guidance scales and mix weights must be finite")
-    plain = mix_weights is None and bool(jnp.all(scales_BxMxT == 1))
+    plain = mix_weights is None and np.all(scales_BxMxT == 1)
     if not options.guided and not plain:
       raise ValueError(
           "guidance other than 1 and mixes run the guided program: pass "
@@ -631,7 +633,7 @@ class Generator:
     if self.mesh is not None:  # pad the rows to a multiple of the devices
       pad = np.minimum(np.arange(sharding.round_up_batch(b, self.mesh)), b - 1)
       plan = plan.map(lambda x: x[pad])
-      prime_BxP = None if prime_BxP is None else jnp.asarray(prime_BxP)[pad]
+      prime_BxP = None if prime_BxP is None else np.asarray(prime_BxP)[pad]
     state = self.prime(plan, prime_BxP, start)
     if self.mesh is not None:
       state = GenState(
@@ -640,7 +642,7 @@ class Generator:
       plan = plan.map(lambda x: sharding.shard_batch_rows(x, self.mesh))
     for first in range(0, n_frames, per_segment):
       # Every segment has the same shape (one compile); the last is trimmed.
-      index_T = jnp.arange(first, first + per_segment).clip(max=n_frames - 1)
+      index_T = np.arange(first, first + per_segment).clip(max=n_frames - 1)
       state, samples_BxS, logp_BxS = self.segment(plan, state, index_T,
                                                   start_index=first * lookback)
       keep = min(per_segment * lookback, num_samples - first * lookback)

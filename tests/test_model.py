@@ -1,6 +1,8 @@
 """The model of docs/design.md §2: GRU and LSTM equations, tap tables,
 causality, TBPTT, the generator's steps against the forward, conditioning
 (and where it enters), skip connections, RNN dropout, config errors, jit."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -335,6 +337,24 @@ def test_initialisation_follows_reference():
     assert float(jnp.abs(leaf).max()) == 0.0
   assert float(jnp.abs(params["mlp"]["input"]["w"]).max()) <= np.sqrt(
       6 / (256 * 16))
+
+
+def test_abstract_is_traced_once_per_config_and_returns_fresh_dicts():
+  """abstract is cached per config (generators and checkpoint loads ask for
+  it each time); a caller that edits its dicts must not edit the next
+  caller's."""
+  cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=8, cond_dim=2)
+  graphdef, params = M.abstract(cfg)
+  params["mlp"]["output"] = None
+  graphdef_again, params_again = M.abstract(cfg)
+  assert graphdef_again is graphdef
+  assert params_again is not params
+  assert jax.tree_util.tree_structure(params_again) == (
+      jax.tree_util.tree_structure(M.abstract(cfg)[1]))
+  assert isinstance(params_again["mlp"]["output"], dict)
+  assert params_again["mlp"]["output"]["v"].shape == (8, cfg.q_levels)
+  other = M.abstract(dataclasses.replace(cfg, dim=16))[1]
+  assert other["mlp"]["output"]["v"].shape == (16, cfg.q_levels)
 
 
 def test_ambient_size_and_cost():
