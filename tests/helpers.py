@@ -124,12 +124,19 @@ def random_x(batch, length, q=256, seed=1):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def forward_logits(graphdef, params, x_BxT, cond):
-  """The training forward's logits (B, T - FS(K), Q) from h0, as one
-  compiled program (run eagerly, each of its scans compiles anew per
-  call)."""
+def forward(graphdef, params, x_BxT, cond, carry=None):
+  """The training forward, (logits (B, T - FS(K), Q), carry after), from
+  ``carry`` (default h0), as one compiled program: run eagerly, each of its
+  ops and scans compiles a program of its own per shape."""
   m = model_lib.bind(graphdef, params)
-  return m.forward(x_BxT, cond, m.initial_carry(x_BxT.shape[0]))[0]
+  if carry is None:
+    carry = m.initial_carry(x_BxT.shape[0])
+  return m.forward(x_BxT, cond, carry)
+
+
+def forward_logits(graphdef, params, x_BxT, cond):
+  """``forward``'s logits from h0."""
+  return forward(graphdef, params, x_BxT, cond)[0]
 
 
 def teacher_forced_logp(graphdef, params, x_BxN, cond, prefix_BxP=None):

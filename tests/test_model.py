@@ -12,7 +12,7 @@ from csrnn_jax import audio
 from csrnn_jax import model as M
 from csrnn_jax import sampling
 from csrnn_jax.kernels import taps
-from helpers import generator_log_probs, make, random_x
+from helpers import forward, generator_log_probs, make, random_x
 
 
 def numpy_torch_gru(x_TxI, h_D, w_ih_3DxI, w_hh_3DxD, b_ih, b_hh):
@@ -151,9 +151,8 @@ def test_model_taps_and_conv_paths_agree():
   conv_graphdef, _ = M.build(conv_cfg)
   x = random_x(2, 16 + 32)
   cond = jnp.array([[1.0, 0.0], [0.0, 1.0]])
-  carry = M.bind(graphdef, params).initial_carry(2)
-  fast, _ = M.bind(graphdef, params).forward(x, cond, carry)
-  ref, _ = M.bind(conv_graphdef, params).forward(x, cond, carry)
+  fast, _ = forward(graphdef, params, x, cond)
+  ref, _ = forward(conv_graphdef, params, x, cond)
   np.testing.assert_allclose(fast, ref, atol=1e-5)
 
 
@@ -181,13 +180,12 @@ def test_tbptt_two_windows_equal_one(n_rnn, cell):
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, n_rnn=n_rnn, cond_dim=3,
                       cell=cell)
   graphdef, params = make(cfg)
-  m = M.bind(graphdef, params)
   lookback, t_len = cfg.lookback, 32
   x = random_x(2, lookback + 2 * t_len)
   cond = jnp.eye(3)[:2]
-  whole, carry_whole = m.forward(x, cond, m.initial_carry(2))
-  first, carry = m.forward(x[:, :lookback + t_len], cond, m.initial_carry(2))
-  second, carry = m.forward(x[:, t_len:], cond, carry)
+  whole, carry_whole = forward(graphdef, params, x, cond)
+  first, carry = forward(graphdef, params, x[:, :lookback + t_len], cond)
+  second, carry = forward(graphdef, params, x[:, t_len:], cond, carry)
   np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole,
                              atol=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(carry),
@@ -209,12 +207,11 @@ def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes, options):
   cfg = M.ModelConfig(frame_sizes=frame_sizes, dim=16, n_rnn=n_rnn,
                       cond_dim=cond_dim, **options)
   graphdef, params = make(cfg)
-  m = M.bind(graphdef, params)
   lookback, t_len = cfg.lookback, 2 * cfg.lookback
   x = random_x(2, lookback + t_len)
   # Local conditioning: a different vector for each top frame.
   cond = jax.random.normal(jax.random.key(5), (2, t_len // lookback, cond_dim))
-  logits, _ = m.forward(x, cond if cond_dim else None, m.initial_carry(2))
+  logits, _ = forward(graphdef, params, x, cond if cond_dim else None)
   expected = jax.nn.log_softmax(logits)
   got = generator_log_probs(graphdef, params, x, cond)
   np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -223,17 +220,15 @@ def test_generation_steps_match_forward(cond_dim, n_rnn, frame_sizes, options):
 def test_condition_changes_logits_and_unconditional_builds():
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=4)
   graphdef, params = M.build(cfg)  # plain init: the real starting point
-  m = M.bind(graphdef, params)
   x = random_x(1, 16 + 32)
-  carry = m.initial_carry(1)
-  a, _ = m.forward(x, jnp.array([[1.0, 0, 0, 0]]), carry)
-  b, _ = m.forward(x, jnp.array([[0, 0, 1.0, 1.0]]), carry)
+  a, _ = forward(graphdef, params, x, jnp.array([[1.0, 0, 0, 0]]))
+  b, _ = forward(graphdef, params, x, jnp.array([[0, 0, 1.0, 1.0]]))
   assert float(jnp.abs(a - b).max()) > 1e-4
   uncond = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=0)
   graphdef, params = M.build(uncond)
   assert params["frame_tiers"][0]["input"]["v"].shape == (4, 16)
   m = M.bind(graphdef, params)
-  logits, _ = m.forward(x, None, m.initial_carry(1))
+  logits, _ = forward(graphdef, params, x, None)
   assert logits.shape == (1, 32, 256)
   with pytest.raises(ValueError, match="cond_dim=0"):
     m.forward(x, jnp.ones((1, 2)), m.initial_carry(1))
@@ -242,11 +237,10 @@ def test_condition_changes_logits_and_unconditional_builds():
 def test_global_condition_equals_constant_local_condition():
   cfg = M.ModelConfig(frame_sizes=(4, 4, 16), dim=16, cond_dim=2)
   graphdef, params = make(cfg)
-  m = M.bind(graphdef, params)
   x = random_x(2, 16 + 48)
   cond = jnp.array([[0.3, 1.0], [1.0, -2.0]])
-  glob, _ = m.forward(x, cond, m.initial_carry(2))
-  local, _ = m.forward(x, jnp.repeat(cond[:, None], 3, 1), m.initial_carry(2))
+  glob, _ = forward(graphdef, params, x, cond)
+  local, _ = forward(graphdef, params, x, jnp.repeat(cond[:, None], 3, 1))
   np.testing.assert_allclose(glob, local, atol=1e-6)
 
 
@@ -440,10 +434,9 @@ def test_generator_follows_forward_with_condition_options():
   graphdef, params = make(cfg)
   generator = sampling.Generator(graphdef, params)
   cond = np.eye(3, dtype=np.float32)[[0, 2]]
-  m = M.bind(graphdef, params)
   x, logp = generator.generate(cond, [3, 4], 32)
   window = jnp.concatenate([jnp.full((2, 16), 128, jnp.int32), x], 1)
-  logits, _ = m.forward(window, cond, m.initial_carry(2))
+  logits, _ = forward(graphdef, params, window, cond)
   expected = jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None],
                                  -1)[..., 0]
   # float32 through two different summation orders (and folded weight norm):
@@ -573,7 +566,7 @@ def test_rnn_dropout_is_reproducible_from_each_rows_key(cell):
                              atol=1e-6)
   other = fwd(x, cond, jax.random.split(jax.random.key(8), 3))
   assert not np.allclose(other, a)
-  without, _ = m.forward(x, cond, m.initial_carry(3))
+  without, _ = forward(graphdef, params, x, cond)
   assert not np.allclose(without, a)
 
 

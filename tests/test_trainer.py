@@ -25,8 +25,8 @@ from csrnn_jax import trainer
 from csrnn_jax.cli import evaluate as evaluate_cli
 from csrnn_jax.cli.train import resolve_config_path
 from helpers import (REPO, WINDOWS_PER_BATCH, assert_trees_equal, final_params,
-                     forward_logits, randomize, tiny_config, tiny_run_config,
-                     train_run)
+                     forward, forward_logits, randomize, tiny_config,
+                     tiny_run_config, train_run)
 
 def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
                                                          tmp_path, capsys):
@@ -288,23 +288,22 @@ def test_windows_of_a_chunk_batch_carry_the_hidden_state(tiny_dataset):
   mcfg, windows_NxBxW, batch = one_batch(tiny_dataset, 4)
   graphdef, params = model_lib.build(mcfg, 0)
   params = randomize(params, 0, scale=0.2)
-  m = model_lib.bind(graphdef, params)
   tx = optax.sgd(0.0)
   step = trainer.make_chunk_step(graphdef, tx, mcfg.lookback)
   _, _, metrics = step(jax.tree_util.tree_map(jnp.copy, params),
                        tx.init(params), windows_NxBxW, batch.cond_BxC,
                        batch.mask_B, jax.random.key(0))
 
-  def window_bits(window, carry):
-    logits, carry = m.forward(window, batch.cond_BxC, carry)
+  def window_bits(window, carry=None):
+    logits, carry = forward(graphdef, params, window, batch.cond_BxC, carry)
     nll = model_lib.token_nll(logits, window[:, mcfg.lookback:])
     return float(jnp.mean(nll)) / np.log(2), carry
 
-  carried_N, reset_N, carry = [], [], m.initial_carry(4)
+  carried_N, reset_N, carry = [], [], None
   for window in windows_NxBxW:
     bits, carry = window_bits(window, carry)
     carried_N.append(bits)
-    reset_N.append(window_bits(window, m.initial_carry(4))[0])
+    reset_N.append(window_bits(window)[0])
   # The same float32 forward pass inside and outside the scan: 1e-5 relative.
   np.testing.assert_allclose(metrics["bits"], carried_N, rtol=1e-5)
   assert np.abs(np.array(reset_N[1:]) - carried_N[1:]).min() > 1e-3
