@@ -131,10 +131,10 @@ def test_tap_tables_equal_embedding_conv_values_and_gradients():
 
   via_taps = lambda e, w: taps.taps_input(taps.tap_tables(e, w), x)
   via_conv = lambda e, w: taps.conv_input(e, w, x)
-  (_, out_t), grads_t = jax.value_and_grad(
-      lambda e, w: loss(via_taps, e, w), argnums=(0, 1), has_aux=True)(emb, w)
-  (_, out_c), grads_c = jax.value_and_grad(
-      lambda e, w: loss(via_conv, e, w), argnums=(0, 1), has_aux=True)(emb, w)
+  (_, out_t), grads_t = jax.jit(jax.value_and_grad(
+      lambda e, w: loss(via_taps, e, w), argnums=(0, 1), has_aux=True))(emb, w)
+  (_, out_c), grads_c = jax.jit(jax.value_and_grad(
+      lambda e, w: loss(via_conv, e, w), argnums=(0, 1), has_aux=True))(emb, w)
   assert out_t.shape == (3, 25, 32)
   np.testing.assert_allclose(out_t, out_c, atol=1e-5)
   for gt, gc in zip(grads_t, grads_c):

@@ -1,5 +1,6 @@
 """Learning-rate schedules (constant, cosine, exponential, plateau) and early
 stopping on the validation NLL."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ def adam_step_sizes(t, losses):
   tx = trainer.make_optimizer(t)
   params = {"w": jnp.zeros(1)}
   state = tx.init(params)
+  update = jax.jit(tx.update)  # eagerly, each of its ops compiles alone
   sizes = []
   for loss in losses:
-    updates, state = tx.update({"w": jnp.ones(1)}, state, params,
-                               value=jnp.float32(loss))
+    updates, state = update({"w": jnp.ones(1)}, state, params,
+                            value=jnp.float32(loss))
     sizes.append(float(-updates["w"][0]))
   return np.array(sizes)
 
