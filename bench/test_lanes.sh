@@ -5,7 +5,7 @@
 # from an empty compilation cache, and `make test` once, with the load
 # average beside each. Appends the table to bench/RESULTS_tests.md.
 #
-#   bash bench/test_lanes.sh        # RUNS=3; about 12 minutes on 2 cores
+#   bash bench/test_lanes.sh        # RUNS=3; about 14 minutes on 2 cores
 #
 # Take it on an idle machine: each lane uses every core.
 set -euo pipefail
