@@ -62,6 +62,9 @@ class TrainConfig:
   cond_dropout: float = 0.0  # share of chunks trained with the null condition
   input_noise: float = 0.0  # share of input samples moved by a random error
   input_noise_levels: int = 2  # the error: an integer in [-k, k] \ {0} levels
+  own_state_share: float = 0.0  # share of chunk batches that start from a
+                                # state the model generated (own_state)
+  own_state_seconds: float = 2.0  # how long it generates to reach it
   scan_windows: bool = True  # all windows of a chunk batch in one dispatch
   eval_every: int = 1000  # steps; validation over the whole valid split
   eval_batch_size: int = 32  # chunks per validation batch

@@ -469,15 +469,21 @@ class Generator:
   """
 
   def __init__(self, graphdef, params, mesh=None):
-    self.graphdef, self.params = model_lib.fold_weight_norm(graphdef, params)
+    self._trained_graphdef, self.mesh = graphdef, mesh
+    self.set_params(params)
     self.cfg = model_lib.bind(self.graphdef, self.params).cfg
-    self.mesh = mesh
-    if mesh is not None:
-      self.params = sharding.replicate(self.params, mesh)
     self._segment_program = jax.jit(self._segment_impl,
                                     static_argnames=("options",))
     self._prime_program = jax.jit(self._prime_impl,
                                   static_argnames=("start", "guided"))
+
+  def set_params(self, params) -> None:
+    """Swaps in other parameters of the same model (training's current
+    ones, ``own_state``), keeping the compiled programs."""
+    self.graphdef, self.params = model_lib.fold_weight_norm(
+        self._trained_graphdef, params)
+    if self.mesh is not None:
+      self.params = sharding.replicate(self.params, self.mesh)
 
   def _segment_impl(self, params, state, cond_BxMxTxC, keys_B, temperature_B,
                     scales_BxMxT, start_index, teacher_BxS, options):

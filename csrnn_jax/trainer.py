@@ -45,6 +45,7 @@ from csrnn_jax import evaluate
 from csrnn_jax import metrics as metrics_lib
 from csrnn_jax import model as model_lib
 from csrnn_jax import outputs
+from csrnn_jax import own_state
 from csrnn_jax import plots
 from csrnn_jax import provenance
 from csrnn_jax import rundir
@@ -175,11 +176,16 @@ def make_window_step(graphdef, tx, lookback: int, axis_name: str | None = None,
 
 
 def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
-                    mesh=None, augment=None):
+                    mesh=None, augment=None, own_starts: bool = False):
   """Train on every window of a chunk batch: (params, opt_state,
   windows_NxBxW, cond_BxC, mask_B, key) -> (params, opt_state, metrics of
   (N,)). Window i draws its augmentation from ``fold_in(fold_in(key, 0), i)``
   and what holds for the whole chunk batch from ``fold_in(key, 1)``.
+
+  ``own_starts``: the step takes two more arguments, (carry, from_h0): the
+  first window starts from ``carry`` (``own_state``) unless ``from_h0``
+  (a bool scalar; then ``carry``'s values are not read). One program runs
+  both kinds of chunk batch.
 
   ``scan_windows``: one jitted ``lax.scan`` (one dispatch); otherwise a Python
   loop over the same jitted window step. ``mesh``: data parallel over its
@@ -198,25 +204,31 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
   def first_carry(params, batch_size):
     return model_lib.bind(graphdef, params).initial_carry(batch_size)
 
+  start_specs = (rows(1), rep) if own_starts else ()
+
   if scan_windows:
-    def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
+    def chunk_step(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key,
+                   carry=None, from_h0=True):
       windows_key, chunk_key = chunk_keys(key)
 
       def body(state, xs):
         params, opt_state, carry = state
         index, window_BxW = xs
         params, opt_state, carry, metrics = window_step(
-            params, opt_state, carry, index == 0, window_BxW, cond_BxC, mask_B,
-            jax.random.fold_in(windows_key, index), chunk_key)
+            params, opt_state, carry, (index == 0) & from_h0, window_BxW,
+            cond_BxC, mask_B, jax.random.fold_in(windows_key, index),
+            chunk_key)
         return (params, opt_state, carry), metrics
 
-      carry = first_carry(params, windows_NxBxW.shape[1])
+      if carry is None:
+        carry = first_carry(params, windows_NxBxW.shape[1])
       steps = jnp.arange(windows_NxBxW.shape[0])
       (params, opt_state, _), metrics = jax.lax.scan(
           body, (params, opt_state, carry), (steps, windows_NxBxW))
       return params, opt_state, metrics
     return jax.jit(data_parallel(
-        chunk_step, in_specs=(rep, rep, rows(1), rows(), rows(), rep),
+        chunk_step,
+        in_specs=(rep, rep, rows(1), rows(), rows(), rep) + start_specs,
         out_specs=(rep, rep, rep)), donate_argnums=(0, 1))
 
   jitted_step = jax.jit(data_parallel(
@@ -224,13 +236,15 @@ def make_chunk_step(graphdef, tx, lookback: int, scan_windows: bool = True,
       in_specs=(rep, rep, rows(1), rep, rows(), rows(), rows(), rep, rep),
       out_specs=(rep, rep, rows(1), rep)))
 
-  def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key):
+  def chunk_step_loop(params, opt_state, windows_NxBxW, cond_BxC, mask_B, key,
+                      carry=None, from_h0=True):
     windows_key, chunk_key = chunk_keys(key)
-    carry = first_carry(params, windows_NxBxW.shape[1])
+    if carry is None:
+      carry = first_carry(params, windows_NxBxW.shape[1])
     per_window = []
     for index in range(windows_NxBxW.shape[0]):
       params, opt_state, carry, metrics = jitted_step(
-          params, opt_state, carry, jnp.asarray(index == 0),
+          params, opt_state, carry, jnp.logical_and(index == 0, from_h0),
           windows_NxBxW[index], cond_BxC, mask_B,
           jax.random.fold_in(windows_key, index), chunk_key)
       per_window.append(metrics)
@@ -507,8 +521,12 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
     print(f"Resuming {workdir} from step {step}.")
   log = metrics_lib.MetricsWriter(workdir, step, t.tensorboard, is_main)
   valid = evaluate.SplitEvaluator(config, mcfg, graphdef, "valid", mesh)
+  own_starts = None if t.own_state_share == 0 else own_state.OwnStarts(
+      graphdef, sharding_lib.local_copy(params), t.own_state_share,
+      round(t.own_state_seconds * config.data.sample_rate))
   chunk_step = make_chunk_step(graphdef, tx, mcfg.lookback, t.scan_windows,
-                               mesh, augment_lib.make(t))
+                               mesh, augment_lib.make(t),
+                               own_starts is not None)
   progress = console.Progress(t.num_steps, step, is_main)
   stop = _Stop(progress)
   previous_handlers = _install_signal_handlers(stop)
@@ -532,20 +550,29 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
       unsaved = False  # the chunk step donates the state it starts from
       with stop.abandonable(2):  # a second signal drops this chunk batch
         batch = next(stream)  # this process's rows of the global batch
-        windows_NxBxW = sharding_lib.assemble_batch_rows(
-            data_lib.windows(batch.x_BxT, t.seq_len, mcfg.lookback), mesh, 1)
+        key = jax.random.fold_in(run_key, step)  # this chunk batch's keys
+        start = time.perf_counter()
+        windows_NxBxW = data_lib.windows(batch.x_BxT, t.seq_len, mcfg.lookback)
+        starts = ()
+        if own_starts is not None:
+          windows_NxBxW, carry, from_h0 = own_starts(
+              step // len(windows_NxBxW), sharding_lib.local_copy(params),
+              windows_NxBxW, batch.cond_BxC, jax.random.fold_in(key, 2))
+          starts = (sharding_lib.assemble_batch_rows(carry, mesh, 1), from_h0)
+        windows_NxBxW = sharding_lib.assemble_batch_rows(windows_NxBxW, mesh, 1)
         cond_BxC, mask_B = sharding_lib.assemble_batch_rows(
             (batch.cond_BxC, batch.mask_B), mesh)
-        key = jax.random.fold_in(run_key, step)  # this chunk batch's keys
         if t.scan_windows and not compiled:
-          start = time.perf_counter()  # compile once, ahead of time, to time it
+          compile_start = time.perf_counter()  # once, ahead of time, to time it
           chunk_step = chunk_step.lower(
-              params, opt_state, windows_NxBxW, cond_BxC, mask_B, key).compile()
+              params, opt_state, windows_NxBxW, cond_BxC, mask_B, key,
+              *starts).compile()
           compiled = True
-          log.write(step, "compile", {"seconds": time.perf_counter() - start})
-        start = time.perf_counter()
+          log.write(step, "compile",
+                    {"seconds": time.perf_counter() - compile_start})
+          start += time.perf_counter() - compile_start
         params, opt_state, metrics = chunk_step(
-            params, opt_state, windows_NxBxW, cond_BxC, mask_B, key)
+            params, opt_state, windows_NxBxW, cond_BxC, mask_B, key, *starts)
         _wait(metrics)
       bits_N = np.asarray(metrics["bits"])
       seconds = time.perf_counter() - start
@@ -566,6 +593,8 @@ def _train(config, workdir, mesh, accept_dataset_change, saved) -> dict:
               "grad_norm": float(np.asarray(metrics["grad_norm"]).mean()),
               "samples_per_sec": samples * jax.process_count() / seconds,
               "seconds": seconds}
+      if own_starts is not None:  # seconds include the generated start's
+        last["own_start"] = not bool(from_h0)
       log.write(step, "train", last)
       progress.update(step, last["bits"], last["samples_per_sec"])
       # Every process leaves together, even if a signal reached only some.

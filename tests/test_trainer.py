@@ -70,10 +70,17 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
   assert 0 < written["bits"] < 8 and len(written["per_class"]) == 3
 
 
-def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("own_state_share", [0.0, 0.5])
+def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path,
+                                                  own_state_share):
+  """With own_state_share 0.5 the second chunk batch, the first of the
+  resumed session, starts from a state generated with the restored
+  parameters."""
   steps = 2 * WINDOWS_PER_BATCH
   config = tiny_config(tiny_dataset, num_steps=steps, eval_every=0,
-                       checkpoint_every=WINDOWS_PER_BATCH)
+                       checkpoint_every=WINDOWS_PER_BATCH,
+                       own_state_share=own_state_share,
+                       own_state_seconds=0.1)
   train_run(config, tmp_path / "whole")
   config.train.num_steps = WINDOWS_PER_BATCH
   train_run(config, tmp_path / "split")
@@ -87,8 +94,11 @@ def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path):
   assert len(prov["sessions"]) == 2
   # The log holds each step once.
   records = metrics_lib.read(str(tmp_path / "split" / "metrics.jsonl"))
-  assert [r["step"] for r in records if r["kind"] == "train"] == [
-      WINDOWS_PER_BATCH, 2 * WINDOWS_PER_BATCH]
+  train = [r for r in records if r["kind"] == "train"]
+  assert [r["step"] for r in train] == [WINDOWS_PER_BATCH,
+                                        2 * WINDOWS_PER_BATCH]
+  if own_state_share:
+    assert [r["own_start"] for r in train] == [False, True]
 
 
 @pytest.mark.slow
