@@ -51,13 +51,14 @@ class OwnStarts:
       raise ValueError("train.own_state_seconds must be > 0 (how long the "
                        "model generates to reach a chunk batch's start)")
     self.generator = sampling.Generator(graphdef, params)
-    self.share, self.num_samples = share, num_samples
-    self._initial_carry = model_lib.bind(graphdef, params).initial_carry
+    self.graphdef, self.share, self.num_samples = graphdef, share, num_samples
 
   def __call__(self, chunk_batch: int, params, windows_NxBxW, cond_BxC, key):
+    # ``params`` only: training donates the ones this was made with.
     rows = len(cond_BxC)
     if not scheduled(chunk_batch, self.share):
-      shapes = jax.eval_shape(lambda: self._initial_carry(rows))
+      shapes = jax.eval_shape(
+          lambda: model_lib.bind(self.graphdef, params).initial_carry(rows))
       return windows_NxBxW, jax.tree_util.tree_map(
           lambda s: np.zeros(s.shape, s.dtype), shapes), np.asarray(True)
     self.generator.set_params(params)

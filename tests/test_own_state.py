@@ -44,7 +44,10 @@ def test_own_start_is_the_generators_state_and_only_the_context_changes():
   cond_BxC = np.eye(3, dtype=np.float32)[[0, 2]]
   windows_NxBxW = np.asarray(random_x(2, 3 * (LOOKBACK + 32))).reshape(
       3, 2, LOOKBACK + 32)
-  starts = own_state.OwnStarts(graphdef, params, 0.5, 100)
+  made_with = copy(params)
+  starts = own_state.OwnStarts(graphdef, made_with, 0.5, 100)
+  for leaf in jax.tree_util.tree_leaves(made_with):
+    leaf.delete()  # as training donates them
   key = jax.random.key(7)
 
   # Chunk batch 0 is not scheduled at share 0.5: h0, windows untouched.
