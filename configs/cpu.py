@@ -6,11 +6,10 @@ Run:
     csrnn-prepare SRC DATA --chunk-seconds 2 --balance
     python train.py --config configs/cpu.py:DATA --workdir runs/cpu
     python sample.py --workdir runs/cpu --num 4      # the recipe's settings
-Hardware and time: 2 idle CPU cores train the 6200 steps in 19 to 20
-minutes (the machine of docs/results.md at 36,000 to 40,000 samples/s; 13
-to 18 without the own-state starts), inside 30; make demo runs 3100 of
-them. What it reaches on three datasets, and what
-each option did: docs/results.md.
+Hardware and time: 2 idle CPU cores train the 6200 steps in about 19
+minutes (18.7 to 19.7 on the machine of docs/results.md; 13 to 18 without
+the own-state starts), inside 30; make demo runs 3100 of them. What it
+reaches on three datasets, and what each option did: docs/results.md.
 """
 from csrnn_jax import configlib
 
