@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 # Both lanes on every core (pytest-xdist, a file per worker at a time);
-# test-fast leaves out the slow lane (tests marked slow: subprocesses end to
-# end) and is what to run while working.
+# test-fast leaves out the slow lane (tests marked slow: end to end, see
+# setup.cfg) and is what to run while working.
 PYTEST := $(PY) -m pytest -q -n auto --dist loadfile
 
 test: $(STAMP)

@@ -566,6 +566,7 @@ def test_rnn_dropout_is_reproducible_from_each_rows_key(cell):
   assert not np.allclose(without, a)
 
 
+@pytest.mark.slow
 def test_training_with_rnn_dropout_is_the_same_on_four_devices():
   """The trainer hands each window's row keys to the model: dropout changes
   the training loss, and a batch split over the 4 CPU devices draws the

@@ -489,6 +489,7 @@ def test_sample_cli_end_to_end(trained_run, tmp_path):
   assert (out / "spectrograms.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
                                                                tmp_path):
   """A recipe records its sampling settings in config.sample; sample.py
@@ -514,6 +515,7 @@ def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
   assert side["denoise"] == 0.0
 
 
+@pytest.mark.slow
 def test_sample_cli_prime_and_mix(trained_run, tmp_path):
   prime = tmp_path / "prime.wav"
   t = np.arange(3000) / 16000
@@ -530,6 +532,7 @@ def test_sample_cli_prime_and_mix(trained_run, tmp_path):
   assert sf.info(str(wav)).frames == 800
 
 
+@pytest.mark.slow
 def test_sample_cli_guidance_and_cond_mix(trained_run, tmp_path, capsys):
   out = tmp_path / "guided"
   code = sample_cli.main([
@@ -686,6 +689,7 @@ def test_morph_schedule_gives_each_top_frame_its_condition():
                              [bells, bells, bells])  # held before the first
 
 
+@pytest.mark.slow
 def test_sample_cli_morph_with_guidance(trained_run, tmp_path):
   """A constant schedule is the plain condition, bit for bit (plain and
   guided); a morph changes the audio and writes the judge's figure."""
@@ -710,6 +714,7 @@ def test_sample_cli_morph_with_guidance(trained_run, tmp_path):
   assert (tmp_path / "morph" / "class_probabilities.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_sample_cli_experts_morph_with_the_crash_guard(trained_run, tmp_path):
   """--morph-mix experts: a one-class schedule at guidance 1 is the plain
   condition, bit for bit; a morph between classes differs from the vector

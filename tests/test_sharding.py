@@ -124,6 +124,7 @@ def test_batch_that_does_not_divide_names_the_nearest_sizes(tiny_dataset,
   assert sharding.round_up_batch(6, sharding.make_mesh()) == 8
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_device_counts(reference_run, tiny_dataset,
                                                 tmp_path):
   """1 device -> 4 devices -> 1 device: each checkpoint restores bitwise into

@@ -28,6 +28,7 @@ from helpers import (REPO, WINDOWS_PER_BATCH, assert_trees_equal, final_params,
                      forward, forward_logits, randomize, tiny_config,
                      tiny_run_config, train_run)
 
+@pytest.mark.slow
 def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
                                                          tmp_path, capsys):
   config = tiny_config(tiny_dataset, num_steps=4 * WINDOWS_PER_BATCH,
@@ -70,6 +71,7 @@ def test_tiny_model_learns_and_run_directory_is_complete(tiny_dataset,
   assert 0 < written["bits"] < 8 and len(written["per_class"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("own_state_share", [0.0, 0.5])
 def test_resume_is_bitwise_equal_to_uninterrupted(tiny_dataset, tmp_path,
                                                   own_state_share):
