@@ -90,6 +90,8 @@ class SampleConfig:
                             # than this many levels; -1 = at every step
   crash_guard: bool = False  # rewind and redraw a row that crashes
   redraw_unfiltered: bool = False  # the guard redraws unfiltered, s = 1
+  guard_rewinds: int = 8  # the guard's rewinds per row, at most
+  guard_backoff: float = 0.0  # s further back per repeat of the same crash
   denoise: float = 0.0  # the output post-filter's strength; 0 = off
 
 

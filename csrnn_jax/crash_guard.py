@@ -12,7 +12,11 @@ and draws that stretch again with fresh randomness (with
 filters of the sampling options, which lower the noise floor but pull audio
 into silence, are off, and so is guidance (s = 1), which extrapolates past
 the conditional and can drive a sustained tone to the rails, until the row
-is past the segment where the crash was found). After
+is past the segment where the crash was found). A row that crashes again
+within the detector's reach of where it was rewound to is in the same trap,
+which the state at the crash's onset may already lead into (a piano note
+decaying with no next note to come): with ``backoff_seconds``, each such
+repeat goes back that much further than the one before. After
 ``max_rewinds`` a row keeps what it has (and is no longer checked).
 
 Rows move independently, so a rewound row lags the others. Rows that never
@@ -66,13 +70,19 @@ def _stack(rows) -> sampling.GenState:
 class CrashGuard:
   """``segments`` generates like ``Generator.segments`` with rewinds;
   ``rewinds`` (per row) and ``crashes`` (per row, the detector's findings
-  that caused them) describe the last call."""
+  that caused them, each with the time the row went back to: ``rewound_to``,
+  seconds) describe the last call."""
 
   def __init__(self, sample_rate: int, segment_seconds: float = 0.25,
                max_rewinds: int = 8,
                detector: crash_lib.CrashDetector = crash_lib.CrashDetector(),
-               redraw_unfiltered: bool = False):
+               redraw_unfiltered: bool = False, backoff_seconds: float = 0.0):
+    if max_rewinds < 0 or backoff_seconds < 0:
+      raise ValueError(
+          f"the crash guard needs max_rewinds >= 0 and backoff_seconds >= 0 "
+          f"(got {max_rewinds} and {backoff_seconds})")
     self.detector, self.max_rewinds = detector, max_rewinds
+    self.backoff = int(backoff_seconds * sample_rate)  # samples per repeat
     self.redraw_unfiltered = redraw_unfiltered
     self.sample_rate = sample_rate
     self.segment_samples = int(segment_seconds * sample_rate)
@@ -110,8 +120,10 @@ class CrashGuard:
     pos, attempt = [0] * b, [0] * b
     redraw_until = [0] * b  # a row draws from ``full`` while pos < this
     self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
+    repeats, resumed = [0] * b, [-self.reach - 1] * b  # the same trap again
     sent, step = 0, 0
-    margin = math.ceil(self.reach / seg) + 1  # segments a rewind can reach
+    # Segments a rewind can reach: the detector's reach and the backoffs.
+    margin = math.ceil((self.reach + self.backoff * self.max_rewinds) / seg) + 1
     while min(pos) < n_segs:
       keys_B = jnp.stack([
           plan.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
@@ -138,7 +150,11 @@ class CrashGuard:
                  if self.rewinds[r] < self.max_rewinds else None)
         if crash is not None:
           self.crashes[r].append(crash)
-          back = int(crash["time"] * self.sample_rate) // seg
+          onset = int(crash["time"] * self.sample_rate)
+          repeats[r] = repeats[r] + 1 if onset < resumed[r] + self.reach else 0
+          back = max(0, onset - repeats[r] * self.backoff) // seg
+          resumed[r] = back * seg
+          crash["rewound_to"] = resumed[r] / self.sample_rate
           del audio_rows[r][back:], history[r][back + 1:]
           redraw_until[r] = pos[r] + 1
           pos[r] = back

@@ -341,7 +341,9 @@ def generate_to_files(generator: sampling.Generator, rows: list[Row],
         bits_per_sample=-loglik / num_samples / np.log(2), wall_seconds=wall,
         crash_guard=None if guard is None else {
             "rewinds": guard.rewinds[b], "crashes": guard.crashes[b],
-            "redraw_unfiltered": guard.redraw_unfiltered})
+            "redraw_unfiltered": guard.redraw_unfiltered,
+            "max_rewinds": guard.max_rewinds,
+            "backoff_seconds": guard.backoff / sample_rate})
     rundir.write_json(path[:-4] + ".json", sidecar)
     os.replace(path + PARTIAL, path)
   plots.spectrograms([np.concatenate(c) for c in clips],

@@ -187,6 +187,50 @@ def test_a_rewound_row_reads_its_own_frames_of_a_schedule(gen):
                                 plain)
 
 
+class FireOnCalls(FireOnCall):
+  """Reports a crash at ``times[call]`` (s, in the window it is given) on
+  each call in ``times``."""
+
+  def __init__(self, times: dict):
+    self.times, self.calls = times, 0
+
+  def detect(self, wave_T, sample_rate):
+    self.calls += 1
+    if self.calls not in self.times:
+      return None
+    return {"kind": "constant", "time": self.times[self.calls],
+            "seconds": 0.05}
+
+
+@pytest.mark.parametrize("backoff,rewound_to", [
+    (0.0, [0.04, 0.04, 0.05, 0.21]),
+    (0.02, [0.04, 0.02, 0.01, 0.21])])
+def test_a_repeated_crash_goes_back_further_each_time(gen, backoff,
+                                                      rewound_to):
+  # One row, a check after each segment. Onsets (half a sample past a
+  # sample, so the seconds floor to it): 640 (segment 4; first crash, to its
+  # onset), 720 and 800 within the reach (2848 samples here) of where the
+  # row went back to, then 3360 (segment 21), past that reach: the repeats
+  # start over. Without backoff: calls 6, 8 and 10 after segments 5, 5 and
+  # 5, and call 27 after segment 21, in a window of the last 19 segments
+  # (3 segments after the row's start). With 0.02 s (2 segments) of backoff:
+  # calls 6, 8 and 10 after segments 5, 5 and 3, then call 35 after segment
+  # 25 (window 7 segments after the start).
+  onsets = {6: 640, 8: 720, 10: 800}
+  onsets[35 if backoff else 27] = 3360 - (7 if backoff else 3) * SEGMENT
+  guard = crash_guard.CrashGuard(
+      SR, segment_seconds=SEGMENT / SR, backoff_seconds=backoff,
+      detector=FireOnCalls({c: (n + 0.5) / SR for c, n in onsets.items()}))
+  samples, _ = guarded(gen, guard, [3], 40 * SEGMENT)
+  assert [c["rewound_to"] for c in guard.crashes[0]] == pytest.approx(
+      rewound_to)
+  assert guard.rewinds == [4] and samples.shape == (1, 40 * SEGMENT)
+  plain, _ = gen.generate(np.eye(3)[:1], [3], 40 * SEGMENT)
+  kept = int(min(rewound_to) * SR)  # never redrawn
+  np.testing.assert_array_equal(samples[0, :kept], plain[0, :kept])
+  assert np.mean(samples[0, kept:] != plain[0, kept:]) > 0.5
+
+
 def test_rewinds_stop_at_max_rewinds(gen):
   class Always(FireOnCall):
     def detect(self, wave_T, sample_rate):

@@ -596,6 +596,8 @@ def test_file_names_encode_every_setting_that_changes_the_audio():
                                             "organ, wind"),
     (["--cond", "bells", "--guidance", "2", "--top-p", "0"], "top_p=0.0"),
     (["--step", "999"], f"no checkpoint at step 999 .* available: {W}"),
+    (["--guard-rewinds", "-1"], "--guard-rewinds -1: give a count >= 0"),
+    (["--guard-backoff", "nan"], "--guard-backoff nan: give seconds >= 0"),
 ])
 def test_sample_cli_errors(trained_run, capsys, args, message):
   assert sample_cli.main([f"--workdir={trained_run}"] + args) == 2

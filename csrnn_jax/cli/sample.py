@@ -227,7 +227,8 @@ def sampling_settings(args, run_defaults) -> dict:
   settings = {}
   for key in ("temperature", "guidance", "guide", "top_k", "top_p", "min_p",
               "typical_p", "truncate_above", "crash_guard",
-              "redraw_unfiltered", "denoise"):
+              "redraw_unfiltered", "guard_rewinds", "guard_backoff",
+              "denoise"):
     value = getattr(args, key)
     if value is None:
       value = getattr(run_defaults, key)
@@ -340,6 +341,13 @@ def parser(argv=None) -> common.Parser:
                  "plain conditional distribution, without the filters and "
                  "at guidance 1 (default: the run's "
                  "sample.redraw_unfiltered)")
+  p.add_argument("--guard-rewinds", type=int, metavar="N",
+                 help="the crash guard's rewinds per row, at most (default: "
+                 "the run's sample.guard_rewinds)")
+  p.add_argument("--guard-backoff", type=float, metavar="SECONDS",
+                 help="a row that falls into the same crash again goes back "
+                 "this much further than the time before (default: the "
+                 "run's sample.guard_backoff)")
   p.add_argument("--denoise", type=float, metavar="STRENGTH",
                  help="take the sampling noise out of the written audio, down "
                  "to the run's quantisation noise (csrnn_jax.postfilter; the "
@@ -366,6 +374,14 @@ def main(argv=None) -> int:
     if not (math.isfinite(settings["denoise"]) and settings["denoise"] >= 0):
       raise ValueError(f"--denoise {settings['denoise']:g}: give a strength "
                        ">= 0 (0 keeps the audio as drawn)")
+    if settings["guard_rewinds"] < 0:
+      raise ValueError(f"--guard-rewinds {settings['guard_rewinds']}: give "
+                       "a count >= 0 (0: the guard never rewinds)")
+    if not (math.isfinite(settings["guard_backoff"])
+            and settings["guard_backoff"] >= 0):
+      raise ValueError(f"--guard-backoff {settings['guard_backoff']:g}: give "
+                       "seconds >= 0 (0: every rewind goes to the crash's "
+                       "onset)")
     rows = build_rows(config, [c for c in args.cond.split(",") if c],
                       args.cond_vector, args.num, args.seed,
                       settings["temperature"], settings["guidance"],
@@ -409,7 +425,9 @@ def main(argv=None) -> int:
         sampling.Generator(graphdef, params, mesh), rows, args.seconds,
         sample_rate, out, options, prime, args.start, args.segment_seconds,
         metadata, guard=(crash_guard.CrashGuard(
-            sample_rate, redraw_unfiltered=settings["redraw_unfiltered"])
+            sample_rate, max_rewinds=settings["guard_rewinds"],
+            redraw_unfiltered=settings["redraw_unfiltered"],
+            backoff_seconds=settings["guard_backoff"])
                          if settings["crash_guard"] else None),
         overwrite=args.overwrite, denoise=settings["denoise"])
   except (ValueError, FileNotFoundError, FileExistsError) as e:
