@@ -16,7 +16,10 @@ is past the segment where the crash was found). A row that crashes again
 within the detector's reach of where it was rewound to is in the same trap,
 which the state at the crash's onset may already lead into (a piano note
 decaying with no next note to come): with ``backoff_seconds``, each such
-repeat goes back that much further than the one before. After
+repeat goes back that much further than the one before, to at most the
+detector's reach (about 2.2 s) before the onset: the choice that led into
+the trap lies within a few seconds of it, and going further back would only
+redraw good audio, at a cost that grows with each repeat. After
 ``max_rewinds`` a row keeps what it has (and is no longer checked).
 
 Rows move independently, so a rewound row lags the others. Rows that never
@@ -122,8 +125,9 @@ class CrashGuard:
     self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
     repeats, resumed = [0] * b, [-self.reach - 1] * b  # the same trap again
     sent, step = 0, 0
-    # Segments a rewind can reach: the detector's reach and the backoffs.
-    margin = math.ceil((self.reach + self.backoff * self.max_rewinds) / seg) + 1
+    # Segments a rewind can reach: the detector's reach and the backoff.
+    furthest = min(self.backoff * self.max_rewinds, self.reach)
+    margin = math.ceil((self.reach + furthest) / seg) + 1
     while min(pos) < n_segs:
       keys_B = jnp.stack([
           plan.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
@@ -152,7 +156,8 @@ class CrashGuard:
           self.crashes[r].append(crash)
           onset = int(crash["time"] * self.sample_rate)
           repeats[r] = repeats[r] + 1 if onset < resumed[r] + self.reach else 0
-          back = max(0, onset - repeats[r] * self.backoff) // seg
+          back = max(0, onset - min(repeats[r] * self.backoff,
+                                    self.reach)) // seg
           resumed[r] = back * seg
           crash["rewound_to"] = resumed[r] / self.sample_rate
           del audio_rows[r][back:], history[r][back + 1:]

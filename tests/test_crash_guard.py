@@ -202,29 +202,33 @@ class FireOnCalls(FireOnCall):
             "seconds": 0.05}
 
 
-@pytest.mark.parametrize("backoff,rewound_to", [
-    (0.0, [0.04, 0.04, 0.05, 0.21]),
-    (0.02, [0.04, 0.02, 0.01, 0.21])])
-def test_a_repeated_crash_goes_back_further_each_time(gen, backoff,
+@pytest.mark.parametrize("backoff,onsets,rewound_to", [
+    (0.0, {6: (640, 0), 8: (720, 0), 10: (800, 0), 27: (3360, 3)},
+     [0.04, 0.04, 0.05, 0.21]),
+    (0.02, {6: (640, 0), 8: (720, 0), 10: (800, 0), 35: (3360, 7)},
+     [0.04, 0.02, 0.01, 0.21]),
+    (1.0, {26: (4000, 7), 27: (4100, 7)}, [0.25, 0.07])])
+def test_a_repeated_crash_goes_back_further_each_time(gen, backoff, onsets,
                                                       rewound_to):
-  # One row, a check after each segment. Onsets (half a sample past a
-  # sample, so the seconds floor to it): 640 (segment 4; first crash, to its
-  # onset), 720 and 800 within the reach (2848 samples here) of where the
-  # row went back to, then 3360 (segment 21), past that reach: the repeats
-  # start over. Without backoff: calls 6, 8 and 10 after segments 5, 5 and
-  # 5, and call 27 after segment 21, in a window of the last 19 segments
-  # (3 segments after the row's start). With 0.02 s (2 segments) of backoff:
-  # calls 6, 8 and 10 after segments 5, 5 and 3, then call 35 after segment
-  # 25 (window 7 segments after the start).
-  onsets = {6: 640, 8: 720, 10: 800}
-  onsets[35 if backoff else 27] = 3360 - (7 if backoff else 3) * SEGMENT
+  # One row, a check after each segment; ``onsets``: {call: (the crash's
+  # first sample, where the checked window starts, in segments)}; the
+  # detector's seconds are half a sample past it, so they floor to it. The
+  # reach here is 2848 samples (17.8 segments), the window 19 segments.
+  # Without backoff: calls 6, 8 and 10 check segments 5, 5 and 5, each
+  # rewinding to its onset's segment; call 27 segment 21. With 0.02 s (2
+  # segments): 720 and 800 are repeats (within the reach of where the row
+  # went back to), going back 2 and 4 segments further (calls 6, 8, 10
+  # check segments 5, 5, 3); 3360 is past the reach of 160 (call 35,
+  # segment 25): the repeats start over. With 1 s, capped at the reach:
+  # 4100 - 2848 = 1252, in segment 7.
   guard = crash_guard.CrashGuard(
       SR, segment_seconds=SEGMENT / SR, backoff_seconds=backoff,
-      detector=FireOnCalls({c: (n + 0.5) / SR for c, n in onsets.items()}))
+      detector=FireOnCalls({c: (n - w * SEGMENT + 0.5) / SR
+                            for c, (n, w) in onsets.items()}))
   samples, _ = guarded(gen, guard, [3], 40 * SEGMENT)
   assert [c["rewound_to"] for c in guard.crashes[0]] == pytest.approx(
       rewound_to)
-  assert guard.rewinds == [4] and samples.shape == (1, 40 * SEGMENT)
+  assert guard.rewinds == [len(onsets)]
   plain, _ = gen.generate(np.eye(3)[:1], [3], 40 * SEGMENT)
   kept = int(min(rewound_to) * SR)  # never redrawn
   np.testing.assert_array_equal(samples[0, :kept], plain[0, :kept])
