@@ -499,20 +499,28 @@ def test_sample_cli_defaults_come_from_the_runs_sample_section(trained_run,
   run = tmp_path / "run"
   shutil.copytree(trained_run, run)
   config = configlib.replace(rundir.read_config(str(run)), **{
-      "sample.temperature": 0.8, "sample.min_p": 0.05, "sample.denoise": 2.0})
+      "sample.temperature": 0.8, "sample.min_p": 0.05, "sample.denoise": 2.0,
+      "sample.crash_guard": True, "sample.guard_rewinds": 5,
+      "sample.guard_backoff": 0.25})
   (run / "config.json").write_text(configlib.to_json(config))
   out = tmp_path / "out"
   assert sample_cli.main([f"--workdir={run}", "--cond", "bells", "--seconds",
                           "0.05", "--out", str(out)]) == 0
-  side = json.loads((out / "bells_seed0_t0.8_minp0.05_dn2.json").read_text())
+  side = json.loads(
+      (out / "bells_seed0_t0.8_minp0.05_guard_dn2.json").read_text())
   assert side["temperature"] == 0.8 and side["min_p"] == 0.05
   assert side["denoise"] == 2.0
+  assert side["crash_guard"]["max_rewinds"] == 5
+  assert side["crash_guard"]["backoff_seconds"] == 0.25
   assert sample_cli.main([f"--workdir={run}", "--cond", "bells", "--seconds",
                           "0.05", "--temperature", "1", "--min-p", "0",
-                          "--denoise", "0", "--out", str(out)]) == 0
-  side = json.loads((out / "bells_seed0_t1.json").read_text())
+                          "--denoise", "0", "--guard-rewinds", "3",
+                          "--guard-backoff", "0", "--out", str(out)]) == 0
+  side = json.loads((out / "bells_seed0_t1_guard.json").read_text())
   assert side["temperature"] == 1.0 and side["min_p"] == 0.0
   assert side["denoise"] == 0.0
+  assert side["crash_guard"]["max_rewinds"] == 3
+  assert side["crash_guard"]["backoff_seconds"] == 0.0
 
 
 @pytest.mark.slow
