@@ -235,6 +235,13 @@ def test_a_repeated_crash_goes_back_further_each_time(gen, backoff, onsets,
   assert np.mean(samples[0, kept:] != plain[0, kept:]) > 0.5
 
 
+@pytest.mark.parametrize("kwargs", [{"max_rewinds": -1},
+                                    {"backoff_seconds": -0.5}])
+def test_negative_rewinds_or_backoff_are_refused(kwargs):
+  with pytest.raises(ValueError, match="max_rewinds >= 0 and backoff_seconds"):
+    crash_guard.CrashGuard(SR, **kwargs)
+
+
 def test_rewinds_stop_at_max_rewinds(gen):
   class Always(FireOnCall):
     def detect(self, wave_T, sample_rate):
