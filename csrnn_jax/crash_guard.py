@@ -17,7 +17,7 @@ within the detector's reach of where it was rewound to is in the same trap,
 which the state at the crash's onset may already lead into (a piano note
 decaying with no next note to come): with ``backoff_seconds``, each such
 repeat goes back that much further than the one before, to at most the
-detector's reach (about 2.2 s) before the onset: the choice that led into
+detector's reach (about 2.1 s) before the onset: the choice that led into
 the trap lies within a few seconds of it, and going further back would only
 redraw good audio, at a cost that grows with each repeat. After
 ``max_rewinds`` a row keeps what it has (and is no longer checked).
