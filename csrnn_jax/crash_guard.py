@@ -22,7 +22,9 @@ the trap lies within a few seconds of it, and going further back would only
 redraw good audio, at a cost that grows with each repeat. After
 ``max_rewinds`` a row keeps what it has (and is no longer checked).
 
-Rows move independently, so a rewound row lags the others. Rows that never
+Rows move independently, so a rewound row lags the others; once some rows
+are done, the rest run as a smaller batch (``_width``), so that a long
+redraw does not also compute the finished rows. Rows that never
 rewound keep the plain generator's keys and positions: their audio is exactly
 ``Generator.segments``' audio for the same seeds. A rewound row's keys fold in
 (attempt, position). Audio is yielded once no rewind can reach it, so the
@@ -36,6 +38,7 @@ to split the rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -61,6 +64,13 @@ def _row(state: sampling.GenState, b: int, passes: int) -> sampling.GenState:
   return sampling.GenState(
       jax.tree_util.tree_map(lambda c: np.asarray(c[:, rows]), state.carry),
       np.asarray(state.last_frame_BxL[rows]))
+
+
+def _width(working: int, rows: int) -> int:
+  """The batch that runs ``working`` of ``rows`` rows: all of them, or once
+  some are done, the next power of 2 (at most log2(rows) + 1 programs)."""
+  return rows if working == rows else min(rows, 2 ** math.ceil(
+      math.log2(working)))
 
 
 def _stack(rows) -> sampling.GenState:
@@ -113,15 +123,15 @@ class CrashGuard:
     plan = generator.plan(cond, seeds, num_samples, temperature, options,
                           guidance, mix_weights, frames)
     b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
-    full = None  # the plan that redraws from the plain conditional
+    full = None  # the scales that redraw from the plain conditional (s = 1)
     if self.redraw_unfiltered and redraw_differs(options, guidance):
-      full = generator.plan(cond, seeds, num_samples, temperature,
-                            options.unfiltered(), 1.0, mix_weights, frames)
+      full = generator.plan(cond, seeds, num_samples, temperature, options,
+                            1.0, mix_weights, frames).scales_BxMxT
     state = generator.prime(plan, prime_BxP, start)
     history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
     pos, attempt = [0] * b, [0] * b
-    redraw_until = [0] * b  # a row draws from ``full`` while pos < this
+    redraw_until = [0] * b  # a row redraws unfiltered while pos < this
     self.rewinds, self.crashes = [0] * b, [[] for _ in range(b)]
     repeats, resumed = [0] * b, [-self.reach - 1] * b  # the same trap again
     sent, step = 0, 0
@@ -129,27 +139,31 @@ class CrashGuard:
     furthest = min(self.backoff * self.max_rewinds, self.reach)
     margin = math.ceil((self.reach + furthest) / seg) + 1
     while min(pos) < n_segs:
+      working = [r for r in range(b) if pos[r] < n_segs]
+      rows = np.array(working + working[:1]
+                      * (_width(len(working), b) - len(working)))
       keys_B = jnp.stack([
           plan.keys_B[r] if attempt[r] == 0 else jax.random.fold_in(
               jax.random.fold_in(plan.keys_B[r], attempt[r]), pos[r])
-          for r in range(b)])
-      state = _stack([history[r][min(pos[r], n_segs)] for r in range(b)])
-      index_BxT = np.minimum(np.array(pos)[:, None] * frames
+          for r in rows])
+      state = _stack([history[r][pos[r]] for r in rows])
+      index_BxT = np.minimum(np.array(pos)[rows, None] * frames
                              + np.arange(frames), n_frames - 1)
-      redrawn = [full is not None and pos[r] < redraw_until[r]
-                 for r in range(b)]
-      outs = []  # per plan run: (state, samples_BxS, logp_BxS)
-      for p in [plan, full] if any(redrawn) else [plan]:
-        new, x_BxS, logp_BxS = generator.segment(p, state, index_BxT, keys_B,
-                                                 step * seg)
-        outs.append((new, np.asarray(x_BxS), np.asarray(logp_BxS)))
+      redrawn_B = np.array([full is not None and pos[r] < redraw_until[r]
+                            for r in rows])
+      step_plan = plan if len(working) == b else plan.map(lambda x: x[rows])
+      if redrawn_B.any():  # in the same program: filters off, guidance 1
+        step_plan = dataclasses.replace(
+            step_plan, filtered_B=~redrawn_B, scales_BxMxT=np.where(
+                redrawn_B[:, None, None], full[rows],
+                step_plan.scales_BxMxT))
+      state, samples_BxS, logp_BxS = generator.segment(
+          step_plan, state, index_BxT, keys_B, step * seg)
+      samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)
       step += 1
-      for r in range(b):
-        if pos[r] >= n_segs:
-          continue
-        state, samples_BxS, logp_BxS = outs[int(redrawn[r])]
+      for i, r in enumerate(working):
         keep = min(seg, num_samples - pos[r] * seg)
-        audio_rows[r].append((samples_BxS[r, :keep], logp_BxS[r, :keep]))
+        audio_rows[r].append((samples_BxS[i, :keep], logp_BxS[i, :keep]))
         crash = (self._check(generator.cfg, audio_rows[r], seg)
                  if self.rewinds[r] < self.max_rewinds else None)
         if crash is not None:
@@ -167,7 +181,7 @@ class CrashGuard:
           self.rewinds[r] += 1
         else:
           pos[r] += 1
-          history[r].append(_row(state, r, passes))
+          history[r].append(_row(state, i, passes))
       final = min(n_segs if p >= n_segs else p - margin for p in pos)
       if final > sent:
         yield self._concat(audio_rows, sent, final)

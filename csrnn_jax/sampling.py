@@ -105,11 +105,6 @@ class SamplingOptions:
     """Whether the filters apply only at loud steps (``truncate_above``)."""
     return self.filtered and self.truncate_above >= 0
 
-  def unfiltered(self) -> "SamplingOptions":
-    """These options with every filter off (the full distribution)."""
-    return dataclasses.replace(self, top_k=0, top_p=1.0, min_p=0.0,
-                               typical_p=1.0)
-
 
 def _keep_mass(logits_BxQ, rank_BxQ, mass):
   """Keep the tokens that come first in ascending ``rank`` until their
@@ -181,13 +176,13 @@ def pass_conditions(m: model_lib.CSampleRNN, cond_BxMxTxC, guided: bool):
 
 
 def draw(logits_BxQ, keys_B, temperature_B, options: SamplingOptions,
-         loud_B=None):
+         filter_B=None):
   """One sample per row: Gumbel-max over tempered logits, filtered in the
-  rows where ``loud_B`` (bool (B,); every row when None)."""
+  rows where ``filter_B`` (bool (B,); every row when None)."""
   scaled_BxQ = logits_BxQ / temperature_B[:, None]
   filtered_BxQ = filter_logits(scaled_BxQ, options)
-  if loud_B is not None:
-    filtered_BxQ = jnp.where(loud_B[:, None], filtered_BxQ, scaled_BxQ)
+  if filter_B is not None:
+    filtered_BxQ = jnp.where(filter_B[:, None], filtered_BxQ, scaled_BxQ)
   gumbel_BxQ = jax.vmap(lambda k: jax.random.gumbel(
       k, logits_BxQ.shape[-1:]))(keys_B)
   return jnp.argmax(filtered_BxQ + gumbel_BxQ, axis=-1).astype(jnp.int32)
@@ -243,6 +238,7 @@ class _Context:
   keys_B: jax.Array
   temperature_B: jax.Array
   scales_BxM: jax.Array  # guidance scale of each row's components
+  filtered_B: jax.Array | None  # the rows the filters may apply to; None: all
   options: "SamplingOptions"
   frame_start: jax.Array  # absolute index of the top frame's first sample
   teacher_BxL: jax.Array | None  # the top frame's given samples, or None
@@ -296,7 +292,7 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
       step_keys = jax.vmap(jax.random.fold_in, (0, None))(
           ctx.keys_B, ctx.frame_start + pos)
       x_B = draw(logits_BxQ, step_keys, ctx.temperature_B, ctx.options,
-                 _loud(ctx, prev_RxL[::ctx.passes]))
+                 _filter_rows(ctx, prev_RxL[::ctx.passes]))
       logp_Bx1 = jnp.take_along_axis(logp_BxQ, x_B[:, None], 1)
     else:
       x_B = jax.lax.dynamic_index_in_dim(ctx.teacher_BxL, pos, 1, False)
@@ -316,12 +312,19 @@ def _samples(ctx: _Context, c_RxUxD, state: _Frame, base):
   return jax.lax.scan(body, state, xs)[0]
 
 
-def _loud(ctx: _Context, prev_BxL):
-  """Which rows the filters apply to (``truncate_above``), or None: all."""
-  if not ctx.options.gated:
+def _filter_rows(ctx: _Context, prev_BxL):
+  """Which rows the filters apply to at this step, or None: all. The plan's
+  ``filtered_B`` rows, and of those, when gated, the ones whose previous
+  FS(1) samples are loud (``truncate_above``)."""
+  if not ctx.options.filtered:
     return None
-  centre = audio.q_zero(ctx.m.cfg.q_levels)
-  return jnp.max(jnp.abs(prev_BxL - centre), 1) > ctx.options.truncate_above
+  rows_B = ctx.filtered_B
+  if ctx.options.gated:
+    centre = audio.q_zero(ctx.m.cfg.q_levels)
+    loud_B = (jnp.max(jnp.abs(prev_BxL - centre), 1)
+              > ctx.options.truncate_above)
+    rows_B = loud_B if rows_B is None else rows_B & loud_B
+  return rows_B
 
 
 def _run_below(ctx: _Context, tier_index, vectors_RxUxD, state: _Frame, base,
@@ -358,7 +361,7 @@ def _run_below(ctx: _Context, tier_index, vectors_RxUxD, state: _Frame, base,
 
 def generate_segment(m, state: GenState, cond_BxMxTxC, keys_B, temperature_B,
                      scales_BxMxT, start_index, options: SamplingOptions,
-                     teacher_BxS=None):
+                     teacher_BxS=None, filtered_B=None):
   """T = cond_BxMxTxC.shape[2] top frames of audio after ``state``.
 
   cond_BxMxTxC: each row's M condition components per top frame (M = 1
@@ -371,6 +374,8 @@ def generate_segment(m, state: GenState, cond_BxMxTxC, keys_B, temperature_B,
   teacher_BxS: teacher forcing, int levels (B, S) fed in place of the drawn
   samples (keys, temperatures and filters unused); the samples returned are
   these, and logp is that of every level at each position, (B, S, Q).
+  filtered_B: bool (B,), the rows that the options' filters apply to (the
+  others draw from the full distribution); None: every row.
   """
   lookback, fs1 = m.cfg.lookback, m.cfg.frame_sizes[0]
   top = len(m.frame_tiers) - 1
@@ -384,8 +389,8 @@ def generate_segment(m, state: GenState, cond_BxMxTxC, keys_B, temperature_B,
     carry, last_RxL, acc_LxRxD = gen
     f, cond_RxC, scales_BxM, teacher_BxL = xs
     vectors, h = _tier_step(m, top, last_RxL, cond_RxC, None, carry[top])
-    ctx = _Context(m, tables, keys_B, temperature_B, scales_BxM, options,
-                   start_index + f * lookback, teacher_BxL)
+    ctx = _Context(m, tables, keys_B, temperature_B, scales_BxM, filtered_B,
+                   options, start_index + f * lookback, teacher_BxL)
     frame = _Frame(
         carry[:top] + (h,),
         jnp.concatenate([last_RxL, jnp.zeros((r, lookback), jnp.int32)], 1),
@@ -413,7 +418,10 @@ class Plan:
   """A batch's checked inputs, shaped for the compiled programs
   (``Generator.plan``), one entry per output row: M condition components per
   top frame (B, M, T, C), keys, temperatures (B,) and the components'
-  guidance scales per top frame (B, M, T). ``per_frame``: T counts the
+  guidance scales per top frame (B, M, T), and which rows the options'
+  filters apply to (``filtered_B``, bool (B,); None: all; the crash guard
+  redraws some rows from the full distribution in the same program as the
+  others). ``per_frame``: T counts the
   audio's top frames (a schedule, sliced per segment); else the rows' one
   condition is held over the T frames of one segment. ``n_frames``: the top
   frames of the audio asked for. The arrays other than the keys are host
@@ -425,6 +433,7 @@ class Plan:
   per_frame: bool
   options: SamplingOptions
   n_frames: int
+  filtered_B: np.ndarray | jax.Array | None = None
 
   @property
   def rows(self) -> int:
@@ -439,8 +448,10 @@ class Plan:
   def map(self, fn) -> "Plan":
     """The plan with ``fn`` applied to each of its per-row arrays."""
     return dataclasses.replace(self, **{
-        k: fn(getattr(self, k))
-        for k in ("cond_BxMxTxC", "keys_B", "temperature_B", "scales_BxMxT")})
+        k: fn(getattr(self, k)) for k in ("cond_BxMxTxC", "keys_B",
+                                          "temperature_B", "scales_BxMxT",
+                                          "filtered_B")
+        if getattr(self, k) is not None})
 
   def frames(self, index_T):
     """The conditions and scales of top frames ``index_T`` (of the audio; a
@@ -486,10 +497,12 @@ class Generator:
       self.params = sharding.replicate(self.params, self.mesh)
 
   def _segment_impl(self, params, state, cond_BxMxTxC, keys_B, temperature_B,
-                    scales_BxMxT, start_index, teacher_BxS, options):
+                    scales_BxMxT, start_index, teacher_BxS, filtered_B,
+                    options):
     m = model_lib.bind(self.graphdef, params)
     return generate_segment(m, state, cond_BxMxTxC, keys_B, temperature_B,
-                            scales_BxMxT, start_index, options, teacher_BxS)
+                            scales_BxMxT, start_index, options, teacher_BxS,
+                            filtered_B)
 
   def _prime_impl(self, params, prime_BxP, cond_BxMxC, start, guided):
     """The state before the first sample, B G pass rows (B = cond rows)."""
@@ -609,7 +622,8 @@ class Generator:
     return self._segment_program(
         self.params, state, cond_BxMxTxC,
         plan.keys_B if keys_B is None else keys_B, plan.temperature_B,
-        scales_BxMxT, start_index, teacher_BxS, options=plan.options)
+        scales_BxMxT, start_index, teacher_BxS, plan.filtered_B,
+        options=plan.options)
 
   def segments(self, cond, seeds, num_samples: int, temperature=1.0,
                options: SamplingOptions = SamplingOptions(), prime_BxP=None,

@@ -76,6 +76,32 @@ def test_a_crashed_row_is_rewound_to_the_segment_of_its_onset(gen):
   np.testing.assert_array_equal(again, samples)  # seeded
 
 
+def test_a_row_at_work_after_the_others_runs_alone_and_draws_the_same(
+    gen, monkeypatch):
+  """Row 0 crashes in its last segment (call 28: the tenth step's first
+  check; onset 0.085 s, in segment 8) and redraws segments 8 and 9 after
+  rows 1 and 2 are done: those two steps run a batch of one. Its audio is
+  what a guard of its own gives under the same crash (a row's draws do not
+  depend on the rows beside it); the other rows are the plain
+  generator's."""
+  widths = []
+  segment = gen.segment
+  monkeypatch.setattr(gen, "segment", lambda plan, state, index_BxT, *a, **k: (
+      widths.append(len(index_BxT)), segment(plan, state, index_BxT, *a,
+                                             **k))[1])
+  guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
+                                 detector=FireOnCall(28, 0.085))
+  samples, _ = guarded(gen, guard, [3, 4, 5], 10 * SEGMENT)
+  assert guard.rewinds == [1, 0, 0]
+  assert widths == [3] * 10 + [1] * 2  # then the guard alone: width 1
+  alone, _ = guarded(gen, crash_guard.CrashGuard(
+      SR, segment_seconds=SEGMENT / SR, detector=FireOnCall(10, 0.085)),
+                     [3], 10 * SEGMENT)
+  np.testing.assert_array_equal(samples[0], alone[0])
+  plain, _ = gen.generate(np.eye(3), [3, 4, 5], 10 * SEGMENT)
+  np.testing.assert_array_equal(samples[1:], plain[1:])
+  assert np.mean(samples[0, 8 * SEGMENT:] != plain[0, 8 * SEGMENT:]) > 0.5
+
 def test_guided_rows_rewind_with_their_null_pass(gen):
   options = sampling.SamplingOptions(guide="logits")
   guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,
