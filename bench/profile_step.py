@@ -6,6 +6,7 @@ copy/transpose, other). Prints a markdown report (bench/PROFILE.md holds the
 recorded ones).
 
   python bench/profile_step.py --batch 16 [--dim 1024] [--compute-dtype bfloat16]
+      [--frame-sizes 16,16,64] [--q-levels 256]
 
 Operation times come from the profiler's trace of XLA's CPU thunks. XLA runs
 independent operations concurrently on the cores, so shares are of the summed
@@ -150,15 +151,18 @@ def main():
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--dim", type=int, default=1024)
   parser.add_argument("--compute-dtype", default="float32")
+  parser.add_argument("--frame-sizes", default="16,16,64")
+  parser.add_argument("--q-levels", type=int, default=256)
   args = parser.parse_args()
-  cfg = model_lib.ModelConfig(frame_sizes=(16, 16, 64), dim=args.dim,
-                              cond_dim=4)
+  frame_sizes = tuple(int(f) for f in args.frame_sizes.split(","))
+  cfg = model_lib.ModelConfig(frame_sizes=frame_sizes, dim=args.dim,
+                              cond_dim=4, q_levels=args.q_levels)
   if args.compute_dtype != "float32":
     cfg = model_lib.ModelConfig(**{**cfg.__dict__,
                                    "compute_dtype": args.compute_dtype})
   print(report(profile(cfg, args.batch),
-               f"dim {args.dim}, (16, 16, 64), batch {args.batch}, "
-               f"{args.compute_dtype}"))
+               f"dim {args.dim}, {frame_sizes}, Q {args.q_levels}, batch "
+               f"{args.batch}, {args.compute_dtype}"))
 
 
 if __name__ == "__main__":
