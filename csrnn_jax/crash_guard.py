@@ -123,10 +123,11 @@ class CrashGuard:
     plan = generator.plan(cond, seeds, num_samples, temperature, options,
                           guidance, mix_weights, frames)
     b, passes, n_frames = plan.rows, plan.passes, plan.n_frames
-    full = None  # the scales that redraw from the plain conditional (s = 1)
+    redraw_scales_BxMxT = None  # s = 1: the plain conditional's
     if self.redraw_unfiltered and redraw_differs(options, guidance):
-      full = generator.plan(cond, seeds, num_samples, temperature, options,
-                            1.0, mix_weights, frames).scales_BxMxT
+      redraw_scales_BxMxT = generator.plan(
+          cond, seeds, num_samples, temperature, options, 1.0, mix_weights,
+          frames).scales_BxMxT
     state = generator.prime(plan, prime_BxP, start)
     history = [[_row(state, r, passes)] for r in range(b)]  # at boundaries
     audio_rows = [[] for _ in range(b)]  # accepted (samples, logp) segments
@@ -149,13 +150,13 @@ class CrashGuard:
       state = _stack([history[r][pos[r]] for r in rows])
       index_BxT = np.minimum(np.array(pos)[rows, None] * frames
                              + np.arange(frames), n_frames - 1)
-      redrawn_B = np.array([full is not None and pos[r] < redraw_until[r]
-                            for r in rows])
+      redrawn_B = np.array([redraw_scales_BxMxT is not None
+                            and pos[r] < redraw_until[r] for r in rows])
       step_plan = plan if len(working) == b else plan.map(lambda x: x[rows])
       if redrawn_B.any():  # in the same program: filters off, guidance 1
         step_plan = dataclasses.replace(
             step_plan, filtered_B=~redrawn_B, scales_BxMxT=np.where(
-                redrawn_B[:, None, None], full[rows],
+                redrawn_B[:, None, None], redraw_scales_BxMxT[rows],
                 step_plan.scales_BxMxT))
       state, samples_BxS, logp_BxS = generator.segment(
           step_plan, state, index_BxT, keys_B, step * seg)

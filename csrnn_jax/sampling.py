@@ -417,12 +417,12 @@ def generate_segment(m, state: GenState, cond_BxMxTxC, keys_B, temperature_B,
 class Plan:
   """A batch's checked inputs, shaped for the compiled programs
   (``Generator.plan``), one entry per output row: M condition components per
-  top frame (B, M, T, C), keys, temperatures (B,) and the components'
-  guidance scales per top frame (B, M, T), and which rows the options'
-  filters apply to (``filtered_B``, bool (B,); None: all; the crash guard
-  redraws some rows from the full distribution in the same program as the
-  others). ``per_frame``: T counts the
-  audio's top frames (a schedule, sliced per segment); else the rows' one
+  top frame (B, M, T, C), keys, temperatures (B,), the components'
+  guidance scales per top frame (B, M, T) and the rows that the options'
+  filters apply to (``filtered_B``, bool (B,), or None: all; the crash
+  guard redraws some rows unfiltered in the same program as the others).
+  ``per_frame``: T counts the audio's top frames (a schedule, sliced per
+  segment); else the rows' one
   condition is held over the T frames of one segment. ``n_frames``: the top
   frames of the audio asked for. The arrays other than the keys are host
   (numpy) arrays, or jax.Arrays once split over a mesh."""
