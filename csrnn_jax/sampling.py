@@ -422,10 +422,10 @@ class Plan:
   filters apply to (``filtered_B``, bool (B,), or None: all; the crash
   guard redraws some rows unfiltered in the same program as the others).
   ``per_frame``: T counts the audio's top frames (a schedule, sliced per
-  segment); else the rows' one
-  condition is held over the T frames of one segment. ``n_frames``: the top
-  frames of the audio asked for. The arrays other than the keys are host
-  (numpy) arrays, or jax.Arrays once split over a mesh."""
+  segment); else the rows' one condition is held over the T frames of one
+  segment. ``n_frames``: the top frames of the audio asked for. The arrays
+  other than the keys are host (numpy) arrays, or jax.Arrays once split
+  over a mesh."""
   cond_BxMxTxC: np.ndarray | jax.Array
   keys_B: jax.Array
   temperature_B: np.ndarray | jax.Array
