@@ -52,9 +52,10 @@ def get_config(dataset_dir: str = ""):
   # without them), cleaner on 8 of the 9 classes, the same 30-s crashes.
   config.sample.crash_guard = True
   # A row that falls silent again near where it was rewound to goes back
-  # 0.5 s further each time, up to 32 rewinds: the demo's 30-s piano crashes
-  # 11 -> 5 of 12, cleaner and more periodic piano; rows that never crash
-  # are the same audio. Generation of 30-s clips takes 1.7 to 2 times as
+  # 0.5 s further each time, up to 32 rewinds: on one demo run the 30-s
+  # piano crashes 11 -> 5 of 12, cleaner and more periodic piano (a run of
+  # another seed still lost 11 of 12); rows that never crash are the same
+  # audio. Generation of 30-s clips takes 1.7 to 2 times as
   # long where rows crash (bench/RESULTS_guard.md).
   config.sample.guard_rewinds = 32
   config.sample.guard_backoff = 0.5
