@@ -38,7 +38,6 @@ to split the rows.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax
@@ -153,11 +152,8 @@ class CrashGuard:
       redrawn_B = np.array([redraw_scales_BxMxT is not None
                             and pos[r] < redraw_until[r] for r in rows])
       step_plan = plan if len(working) == b else plan.map(lambda x: x[rows])
-      if redrawn_B.any():  # in the same program: filters off, guidance 1
-        step_plan = dataclasses.replace(
-            step_plan, filtered_B=~redrawn_B, scales_BxMxT=np.where(
-                redrawn_B[:, None, None], redraw_scales_BxMxT[rows],
-                step_plan.scales_BxMxT))
+      if redrawn_B.any():
+        step_plan = step_plan.redrawn(redrawn_B, redraw_scales_BxMxT[rows])
       state, samples_BxS, logp_BxS = generator.segment(
           step_plan, state, index_BxT, keys_B, step * seg)
       samples_BxS, logp_BxS = np.asarray(samples_BxS), np.asarray(logp_BxS)

@@ -453,6 +453,14 @@ class Plan:
                                           "filtered_B")
         if getattr(self, k) is not None})
 
+  def redrawn(self, rows_B, scales_BxMxT) -> "Plan":
+    """The plan with the rows ``rows_B`` (bool (B,)) drawn without the
+    options' filters and at ``scales_BxMxT`` (the crash guard's redraw, at
+    guidance 1), in the same program as the other rows."""
+    kept_B = ~rows_B if self.filtered_B is None else self.filtered_B & ~rows_B
+    return dataclasses.replace(self, filtered_B=kept_B, scales_BxMxT=np.where(
+        rows_B[:, None, None], scales_BxMxT, self.scales_BxMxT))
+
   def frames(self, index_T):
     """The conditions and scales of top frames ``index_T`` (of the audio; a
     row's own frames (B, T) when 2-D), or the held ones."""

@@ -102,6 +102,7 @@ def test_a_row_at_work_after_the_others_runs_alone_and_draws_the_same(
   np.testing.assert_array_equal(samples[1:], plain[1:])
   assert np.mean(samples[0, 8 * SEGMENT:] != plain[0, 8 * SEGMENT:]) > 0.5
 
+
 def test_guided_rows_rewind_with_their_null_pass(gen):
   options = sampling.SamplingOptions(guide="logits")
   guard = crash_guard.CrashGuard(SR, segment_seconds=SEGMENT / SR,

@@ -141,8 +141,8 @@ def test_sampling_rules_apply_after_temperature(tiny_generator):
 @pytest.mark.parametrize("above", [-1, 112])
 def test_rows_unfiltered_by_the_plan_draw_as_the_full_program(tiny_generator,
                                                               above):
-  """A plan whose ``filtered_B`` is off for some rows, with guidance 1 there
-  (the crash guard's redraw), draws those rows bit for bit as the program
+  """A plan whose rows are ``redrawn`` (filters off, guidance 1 there: the
+  crash guard's redraw) draws those rows bit for bit as the program
   compiled without the filters at s = 1, and the others as the filtered,
   guided program: one program runs both kinds of row."""
   _, _, gen = tiny_generator
@@ -155,9 +155,7 @@ def test_rows_unfiltered_by_the_plan_draw_as_the_full_program(tiny_generator,
   full = gen.plan(cond, seeds, n, 1.5, dataclasses.replace(options, min_p=0.0),
                   guidance=1.0)
   redrawn_B = np.array([False, True, False])
-  merged = dataclasses.replace(
-      guided, filtered_B=~redrawn_B, scales_BxMxT=np.where(
-          redrawn_B[:, None, None], full.scales_BxMxT, guided.scales_BxMxT))
+  merged = guided.redrawn(redrawn_B, full.scales_BxMxT)
   (x_g, logp_g), (x_f, logp_f), (x_m, logp_m) = (
       [np.asarray(a) for a in run(p)] for p in (guided, full, merged))
   assert np.mean(x_g[1] != x_f[1]) > 0.5  # the two programs differ there
@@ -165,6 +163,7 @@ def test_rows_unfiltered_by_the_plan_draw_as_the_full_program(tiny_generator,
   np.testing.assert_array_equal(x_m[~redrawn_B], x_g[~redrawn_B])
   np.testing.assert_array_equal(logp_m[redrawn_B], logp_f[redrawn_B])
   np.testing.assert_array_equal(logp_m[~redrawn_B], logp_g[~redrawn_B])
+
 
 def test_truncate_above_filters_only_the_loud_steps(tiny_generator):
   """With ``truncate_above`` the rule cuts the draw only at the steps whose
