@@ -6,9 +6,9 @@ Run:
     csrnn-prepare SRC DATA --chunk-seconds 2 --balance
     python train.py --config configs/cpu.py:DATA --workdir runs/cpu
     python sample.py --workdir runs/cpu --num 4      # the recipe's settings
-Hardware and time: 2 idle CPU cores train the 6200 steps in about 19
-minutes (18.7 to 19.7 on the machine of docs/results.md; 13 to 18 without
-the own-state starts), inside 30; make demo runs 3100 of them. What it
+Hardware and time: 2 idle CPU cores train the 6200 steps in about 20
+minutes (18.4 to 21.9 with the fourth tier on the machine of
+docs/results.md), inside 30; make demo runs 3100 of them. What it
 reaches on three datasets, and what each option did: docs/results.md.
 """
 from csrnn_jax import configlib
@@ -24,7 +24,8 @@ def get_config(dataset_dir: str = ""):
   # decay into silence. 30-s crashes 6 -> 1 of 24 on the held-out
   # instruments (marimba 6 -> 1 of 6), 5 -> 2 and 11 -> 11 of 24 on two
   # demo seeds (the second's piano playing 11 s before it falls silent,
-  # not 1.2 s); a higher validation NLL (docs/results.md).
+  # not 1.2 s); a higher validation NLL (docs/results.md). The figures of
+  # the options below were measured with the three tiers of (8, 8, 32).
   config.model.frame_sizes = (8, 8, 32, 256)
   # dim 256 against 128: 0.1 bits lower validation NLL on the voices and the
   # held-out instruments, less noise on the voices, no 30-s crash on either.
