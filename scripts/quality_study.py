@@ -23,6 +23,7 @@ prints a markdown row.
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import os
@@ -74,20 +75,34 @@ def sample(args, config, label: str, num: int, seconds: float,
   return out
 
 
-def valid_bits(workdir: str):
+def sampled_step(folder: str) -> int:
+  """The checkpoint step that sample.py read for the clips in ``folder``
+  (from any sidecar: sample.py loads one checkpoint per call)."""
+  paths = sorted(glob.glob(os.path.join(folder, "*.json")))
+  for path in paths:
+    with open(path) as f:
+      meta = json.load(f)
+    if "checkpoint_step" in meta:
+      return meta["checkpoint_step"]
+  raise ValueError(f"{folder}: no sample.py sidecar names its checkpoint")
+
+
+def valid_bits(workdir: str, step: int):
+  """The validation NLL at the sampled checkpoint (None if not evaluated)."""
   records = [r for r in metrics_lib.read(rundir.metrics_path(workdir))
-             if r["kind"] == "valid"]
+             if r["kind"] == "valid" and r["step"] == step]
   return records[-1]["bits"] if records else None
 
 
-def summary(args, config, short, long, train_seconds) -> dict:
+def summary(args, config, short, long, train_seconds, step) -> dict:
   gen, test = short["generated"]["per_class"], short["test"]["per_class"]
   classes = short["classes"]
   return {
       "label": args.label, "dataset": os.path.abspath(args.dataset),
       "workdir": os.path.abspath(args.workdir), "set": args.set,
       "sample": args.sample, "train_seconds": train_seconds,
-      "valid_bits": valid_bits(args.workdir),
+      "checkpoint_step": step,
+      "valid_bits": valid_bits(args.workdir, step),
       "chance": short["chance"], "ceilings": short["ceilings"],
       "accuracy": gen["all"]["accuracy"],
       "accuracy_robust": gen["all"]["accuracy_robust"],
@@ -172,13 +187,15 @@ def main():
   if args.judge_dataset:
     config = judged_against(config, args.judge_dataset)
   evaluate = lambda folder: audio_eval.evaluate_generated_dir(config, folder)
-  short = evaluate(sample(args, config, args.label, args.num, args.seconds,
-                          mixes=True))
+  short_dir = sample(args, config, args.label, args.num, args.seconds,
+                     mixes=True)
+  short = evaluate(short_dir)
   long = (evaluate(sample(args, config, args.label + "_long", args.long_num,
                           audio_eval.LONG_CLIP_SECONDS, mixes=False))
           if args.long_num else {"generated": {"per_class": {"all": {
               "crash_rate_long": None, "long_clips": 0}}}})
-  row = summary(args, config, short, long, train_seconds)
+  row = summary(args, config, short, long, train_seconds,
+                sampled_step(short_dir))
   results = args.results or os.path.join(os.path.dirname(
       os.path.abspath(args.workdir)), "quality.jsonl")
   with open(results, "a") as f:
