@@ -54,7 +54,8 @@ demo-run:
 	@if [ -f $(DEMO_DATA)/manifest.json ]; then \
 	  echo "Reusing the prepared demo data in $(DEMO_DATA)"; \
 	else \
-	  $(PY) -m csrnn_jax.cli.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance; \
+	  $(PY) -m csrnn_jax.cli.prepare data/demo $(DEMO_DATA) --chunk-seconds 2 --balance \
+	    --trim-db -36; \
 	fi
 	$(PY) train.py --config configs/cpu.py:$(DEMO_DATA) --workdir $(DEMO_RUN) \
 	  --config.train.num_steps=$(DEMO_STEPS) $(DEMO_FLAGS)

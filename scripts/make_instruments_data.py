@@ -4,7 +4,7 @@ MIDI instruments (flute, nylon guitar, church organ, marimba).
     apt-get install fluidsynth musescore-general-soundfont-small  # Debian 12
     python scripts/make_instruments_data.py [--out /tmp/instruments]
     csrnn-prepare /tmp/instruments /tmp/instruments_prepared \\
-        --chunk-seconds 2 --balance
+        --chunk-seconds 2 --balance --trim-db -36
 
 Why these classes: four timbres a listener tells apart at once and that
 neither the demo (piano vs violin) nor the voices dataset has: a breathy,

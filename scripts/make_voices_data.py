@@ -3,7 +3,8 @@
 
     apt-get install espeak-ng                     # Debian 12: 1.51
     python scripts/make_voices_data.py [--out /tmp/voices]
-    csrnn-prepare /tmp/voices /tmp/voices_prepared --chunk-seconds 2 --balance
+    csrnn-prepare /tmp/voices /tmp/voices_prepared --chunk-seconds 2 --balance \\
+        --trim-db -36
 
 Why: speaker identity is the paper's second experiment, and three voices
 reading the same words make the class the voice, not the text (as the demo's

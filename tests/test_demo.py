@@ -1,5 +1,6 @@
 """The demo pipeline of `make demo` end to end at a tiny size: the real
 bundled data, prepare, train, sample, evaluate; a second run reuses/resumes."""
+import json
 import pathlib
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def test_demo_pipeline_tiny(tmp_path):
     assert (run / name).stat().st_size > 0
   assert "| piano |" in first.stdout and "| violin |" in first.stdout
   assert "Demo outputs:" in first.stdout
+  manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+  assert manifest["options"]["trim_db"] == -36.0  # the recipe's preparation
   second = make_demo_run(tmp_path)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "Reusing the prepared demo data" in second.stdout
